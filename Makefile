@@ -1,0 +1,25 @@
+# One command each: `make demo` (set up .venv, train CAM/early/late on the synthetic set,
+# evaluate) and `make test` (set up .venv, run pytest). Both work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-test.txt setup.py $(wildcard csrc/*)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements-test.txt
+	$(PY) -m pip install -q --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) launch/demo.py --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest tests -q
+
+clean:
+	rm -rf build *.egg-info wsol_fast/_C*.so

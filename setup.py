@@ -1,0 +1,47 @@
+"""Build wsol_fast, its Triton kernels (``kernels/`` as ``wsol_fast.kernels``) and the
+evaluation extension ``wsol_fast._C`` from ``csrc/``.
+
+The C++ sources are always built. CUDA sources are added when torch is a CUDA build and a
+CUDA toolchain is found, or when ``FORCE_CUDA=1`` (e.g. to compile-check them on a host
+without a GPU; ``TORCH_CUDA_ARCH_LIST`` then defaults to ``8.0;9.0``).
+"""
+import glob
+import os
+
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+import torch
+
+
+def _want_cuda() -> bool:
+    if os.environ.get("FORCE_CUDA", "0") == "1":
+        return True
+    return torch.version.cuda is not None and CUDA_HOME is not None and torch.cuda.is_available()
+
+
+def _extension():
+    cpp_sources = sorted(glob.glob("csrc/*.cpp"))
+    cuda_sources = sorted(glob.glob("csrc/*.cu"))
+    cxx_flags = ["-O3", "-std=c++20"]
+    if _want_cuda() and cuda_sources:
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        return CUDAExtension(
+            "wsol_fast._C",
+            cpp_sources + cuda_sources,
+            define_macros=[("WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20"]},
+        )
+    return CppExtension("wsol_fast._C", cpp_sources, extra_compile_args={"cxx": cxx_flags})
+
+
+setup(
+    name="wsol_fast",
+    version="0.1.0",
+    description="High-throughput trainer for weakly supervised object localization (BAS + class-mean maps)",
+    packages=find_packages(include=["wsol_fast", "wsol_fast.*"]) + ["wsol_fast.kernels"],
+    package_dir={"wsol_fast.kernels": "kernels"},
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=False)},
+    python_requires=">=3.10",
+    install_requires=["torch", "torchvision", "numpy", "rich", "pillow"],
+)
