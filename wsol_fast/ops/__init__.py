@@ -1,0 +1,8 @@
+"""Public ops with one reference and several fast paths (see ``dispatch``)."""
+from .training import (
+    accumulate_class_sums,
+    background_product,
+    foreground_epilogue,
+    guided_score,
+    mean_map_l1,
+)
