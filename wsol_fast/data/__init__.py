@@ -1,0 +1,75 @@
+"""Datasets: split records, the CUB reader, the synthetic WSOL set, transforms and loaders.
+
+``load_split(dataset, data_root, split)`` is the entry point; ``DATASETS`` lists the names.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .cub import SPLITS, read_cub
+from .datasets import WSOLDataset, build_loader, derive_seed, load_rgb
+from .records import AnnotationError, ImageReadError, WSOLSplit
+from .synthetic import MARKER_NAME, SyntheticSpec, generate_synthetic, render_sample
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    bas_boxes,
+    eval_transform,
+    resize_boxes,
+    resize_only_transform,
+    scaled_resize,
+    train_transform,
+)
+
+DATASETS = ("synthetic", "cub", "imagenet")
+
+
+def load_split(
+    dataset: str, data_root: str | Path, split: str, synthetic_spec: SyntheticSpec | None = None
+) -> WSOLSplit:
+    """The ``split`` ("train" or "test") of ``dataset`` (one of ``DATASETS``) at ``data_root``.
+
+    "synthetic": generated into ``data_root`` first when it holds no finished synthetic set
+    (with ``synthetic_spec``, default ``SyntheticSpec()``); a set generated from another spec
+    raises ValueError when ``synthetic_spec`` is given and is read as is when it is None.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if dataset == "imagenet":
+        raise NotImplementedError(
+            "the ImageNet (ILSVRC2012 CLS-LOC) reader comes with the evaluation issue; "
+            "use 'synthetic' or 'cub' for now"
+        )
+    root = Path(data_root)
+    if dataset == "synthetic" and (synthetic_spec is not None or not (root / MARKER_NAME).is_file()):
+        generate_synthetic(root, synthetic_spec or SyntheticSpec())
+    return read_cub(root, split)
+
+
+__all__ = [
+    "DATASETS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MARKER_NAME",
+    "AnnotationError",
+    "ImageReadError",
+    "SPLITS",
+    "SyntheticSpec",
+    "WSOLDataset",
+    "WSOLSplit",
+    "bas_boxes",
+    "build_loader",
+    "derive_seed",
+    "eval_transform",
+    "generate_synthetic",
+    "load_rgb",
+    "load_split",
+    "read_cub",
+    "render_sample",
+    "resize_boxes",
+    "resize_only_transform",
+    "scaled_resize",
+    "train_transform",
+]

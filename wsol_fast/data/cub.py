@@ -1,0 +1,185 @@
+"""Reader for the official CUB-200-2011 layout (also written by ``synthetic.generate_synthetic``).
+
+Files under the root: ``images.txt`` (``id relpath``), ``image_class_labels.txt`` (``id class``,
+1-based), ``train_test_split.txt`` (``id is_train``), ``bounding_boxes.txt`` (``id x y w h``,
+floats), ``classes.txt`` (``id name``, ids 1..C in order), images under ``images/``.
+Blank lines are ignored; anything else malformed raises ``AnnotationError`` naming file and line.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .records import AnnotationError, ImageReadError, WSOLSplit, annotation_error
+
+SPLITS = ("train", "test")
+
+T = TypeVar("T")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(lineno, line)`` for the non-blank lines of ``path``, line endings removed."""
+    if not path.is_file():
+        raise FileNotFoundError(f"CUB annotation file not found: {path}")
+    with open(path, encoding="utf-8") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            line = raw.rstrip("\r\n")
+            if line.strip():
+                yield lineno, line
+
+
+def _fields(path: Path, lineno: int, line: str, count: int, free_text_last: bool) -> list[str]:
+    """Split a line into exactly ``count`` fields (the last may hold spaces if ``free_text_last``)."""
+    fields = line.strip().split(None, count - 1) if free_text_last else line.split()
+    if len(fields) != count:
+        raise annotation_error(path, lineno, f"expected {count} fields, found {len(fields)}", line)
+    return fields
+
+
+def _parse_int(path: Path, lineno: int, line: str, text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise annotation_error(path, lineno, f"{what} is not an integer ({text!r})", line) from None
+
+
+def _read_classes(path: Path) -> list[str]:
+    names = []
+    for lineno, line in _lines(path):
+        class_text, name = _fields(path, lineno, line, 2, free_text_last=True)
+        class_id = _parse_int(path, lineno, line, class_text, "class id")
+        if class_id != len(names) + 1:
+            raise annotation_error(
+                path, lineno, f"class ids must run 1, 2, 3, ... in order; expected {len(names) + 1}", line
+            )
+        names.append(name)
+    if not names:
+        raise AnnotationError(f"{path}: no classes listed")
+    return names
+
+
+def _read_images(path: Path) -> dict[int, tuple[str, int]]:
+    """Map image id -> (relative path, line number), in file order."""
+    images: dict[int, tuple[str, int]] = {}
+    for lineno, line in _lines(path):
+        id_text, relpath = _fields(path, lineno, line, 2, free_text_last=True)
+        image_id = _parse_int(path, lineno, line, id_text, "image id")
+        if image_id in images:
+            raise annotation_error(path, lineno, f"duplicate image id {image_id}", line)
+        images[image_id] = (relpath, lineno)
+    if not images:
+        raise AnnotationError(f"{path}: no images listed")
+    return images
+
+
+def _read_per_image(
+    path: Path,
+    image_ids: dict[int, tuple[str, int]],
+    value_count: int,
+    parse_values: Callable[[list[str], Callable[[str], AnnotationError]], T],
+) -> dict[int, T]:
+    """Read an ``id value...`` file with exactly one line per image id listed in images.txt.
+
+    ``parse_values(value_fields, fail)`` converts the fields after the id; it calls
+    ``fail(what)`` to build the error for the current line.
+    """
+    entries: dict[int, T] = {}
+    for lineno, line in _lines(path):
+        fields = _fields(path, lineno, line, value_count + 1, free_text_last=False)
+        image_id = _parse_int(path, lineno, line, fields[0], "image id")
+        if image_id not in image_ids:
+            raise annotation_error(path, lineno, f"unknown image id {image_id} (not in images.txt)", line)
+        if image_id in entries:
+            raise annotation_error(path, lineno, f"duplicate image id {image_id}", line)
+        entries[image_id] = parse_values(fields[1:], lambda what: annotation_error(path, lineno, what, line))
+    missing = [image_id for image_id in image_ids if image_id not in entries]
+    if missing:
+        raise AnnotationError(
+            f"{path}: no line for {len(missing)} image id(s) listed in images.txt, e.g. {missing[:5]}"
+        )
+    return entries
+
+
+def _class_parser(num_classes: int):
+    def parse(values: list[str], fail: Callable[[str], AnnotationError]) -> int:
+        try:
+            class_id = int(values[0])
+        except ValueError:
+            raise fail(f"class id is not an integer ({values[0]!r})") from None
+        if not 1 <= class_id <= num_classes:
+            raise fail(f"class id {class_id} out of range 1..{num_classes}")
+        return class_id - 1
+
+    return parse
+
+
+def _parse_is_train(values: list[str], fail: Callable[[str], AnnotationError]) -> bool:
+    if values[0] not in ("0", "1"):
+        raise fail(f"is_train must be 0 or 1, found {values[0]!r}")
+    return values[0] == "1"
+
+
+def _parse_box(values: list[str], fail: Callable[[str], AnnotationError]) -> np.ndarray:
+    try:
+        x, y, w, h = (float(v) for v in values)
+    except ValueError:
+        raise fail("box values are not numbers") from None
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        raise fail("box values must be finite")
+    if w <= 0 or h <= 0:
+        raise fail(f"box width and height must be positive, found w={w:g} h={h:g}")
+    return np.array([[x, y, x + w, y + h]], dtype=np.float32)
+
+
+def read_image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image from its header (no full decode)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ImageReadError(f"cannot read image header of {path}: {exc}") from exc
+
+
+def read_cub(root: str | Path, split: str) -> WSOLSplit:
+    """Read the ``"train"`` or ``"test"`` split of a CUB-200-2011-layout dataset at ``root``.
+
+    Images keep the order of ``images.txt``. Boxes are (1, 4) float32 ``x0, y0, x1, y1`` with
+    ``x1 = x + w``, ``y1 = y + h``; sizes come from the image headers.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"CUB-200-2011 root directory not found: {root}")
+    class_names = _read_classes(root / "classes.txt")
+    images = _read_images(root / "images.txt")
+    labels = _read_per_image(root / "image_class_labels.txt", images, 1, _class_parser(len(class_names)))
+    is_train = _read_per_image(root / "train_test_split.txt", images, 1, _parse_is_train)
+    boxes = _read_per_image(root / "bounding_boxes.txt", images, 4, _parse_box)
+
+    selected = [image_id for image_id in images if is_train[image_id] == (split == "train")]
+    image_paths, sizes = [], []
+    for image_id in selected:
+        relpath, lineno = images[image_id]
+        path = root / "images" / relpath
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"image not found: {path} (image id {image_id}, {root / 'images.txt'}:{lineno})"
+            )
+        image_paths.append(path)
+        sizes.append(read_image_size(path))
+    return WSOLSplit(
+        root=root,
+        image_paths=image_paths,
+        labels=np.array([labels[i] for i in selected], dtype=np.int64),
+        boxes=[boxes[i] for i in selected],
+        sizes=np.array(sizes, dtype=np.int64).reshape(-1, 2),
+        class_names=class_names,
+    )

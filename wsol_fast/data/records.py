@@ -1,0 +1,66 @@
+"""The in-memory record of one dataset split, and the errors the data readers raise."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class AnnotationError(ValueError):
+    """A malformed annotation file; the message reads ``"{path}:{lineno}: {what}: {line!r}"``."""
+
+
+class ImageReadError(OSError):
+    """An image that cannot be opened or decoded; the message names its path (and index)."""
+
+
+def annotation_error(path: Path, lineno: int, what: str, line: str) -> AnnotationError:
+    """The error for line ``lineno`` (1-based) of ``path`` saying ``what`` is wrong with it."""
+    return AnnotationError(f"{path}:{lineno}: {what}: {line!r}")
+
+
+@dataclass
+class WSOLSplit:
+    """One split of a WSOL dataset: image files, labels and ground-truth boxes.
+
+    - ``root``: dataset root directory.
+    - ``image_paths``: N absolute paths.
+    - ``labels``: (N,) int64, 0-based class indices.
+    - ``boxes``: N arrays, each (K, 4) float32 ``x0, y0, x1, y1`` in original pixel coordinates
+      (K >= 1 for evaluation splits; K = 0 allowed where a split has no boxes).
+    - ``sizes``: (N, 2) int64 ``width, height`` of each original image.
+    - ``class_names``: C names; label ``c`` is ``class_names[c]``.
+    """
+
+    root: Path
+    image_paths: list[Path]
+    labels: np.ndarray
+    boxes: list[np.ndarray]
+    sizes: np.ndarray
+    class_names: list[str]
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.image_paths = [Path(p) for p in self.image_paths]
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        self.sizes = np.asarray(self.sizes, dtype=np.int64).reshape(-1, 2)
+        self.boxes = [np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in self.boxes]
+        self.class_names = list(self.class_names)
+        n = len(self.image_paths)
+        lengths = {"labels": len(self.labels), "boxes": len(self.boxes), "sizes": len(self.sizes)}
+        for name, length in lengths.items():
+            if length != n:
+                raise ValueError(f"WSOLSplit: {n} image paths but {length} {name}")
+        if n and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
+            raise ValueError(
+                f"WSOLSplit: labels must lie in [0, {self.num_classes}), "
+                f"got range [{self.labels.min()}, {self.labels.max()}]"
+            )
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
