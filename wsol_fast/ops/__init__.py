@@ -6,3 +6,4 @@ from .training import (
     guided_score,
     mean_map_l1,
 )
+from .evaluation import all_component_boxes, largest_component_boxes, normalize, percentile_max_normalize

@@ -1,0 +1,326 @@
+"""Localization and classification metrics (METHOD.md §6).
+
+IoU uses the "+1" convention: a box ``(x0, y0, x1, y1)`` covers ``(x1 - x0 + 1) * (y1 - y0 + 1)``.
+Accumulators keep integer counts in a dict of tensors, so batches and ranks just add up:
+``merge`` adds another accumulator, ``state_dict``/``load_state_dict``/``from_state`` move the
+counts (all-reduce the tensors of ``state_dict`` with SUM across ranks). ``summary`` returns
+floats, accuracies in percent.
+"""
+import abc
+
+import numpy as np
+import torch
+
+from .ops import evaluation
+
+IOU_THRESHOLDS = (0.3, 0.5, 0.7)
+
+
+def _boxes(boxes, name: str, dims: tuple[int, ...]) -> torch.Tensor:
+    tensor = torch.as_tensor(boxes)
+    if tensor.ndim not in dims or tensor.shape[-1] != 4:
+        shapes = " or ".join(f"{d}-D (..., 4)" for d in dims)
+        raise ValueError(f"{name}: expected boxes of shape {shapes}, got {tuple(tensor.shape)}")
+    tensor = tensor.to(torch.float64)
+    inverted = (tensor[..., 2] < tensor[..., 0]) | (tensor[..., 3] < tensor[..., 1])
+    if bool(inverted.any()):
+        where = torch.nonzero(inverted)[0].tolist()
+        raise ValueError(f"{name}: box at index {where} has x1 < x0 or y1 < y0: "
+                         f"{tensor[tuple(where)].tolist()}")
+    return tensor
+
+
+def ground_truth_boxes(gt, gt_valid=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """GT boxes as padded (N, K, 4) float64 and validity (N, K) bool, from a padded tensor
+    (with ``gt_valid``, default all valid) or a list of N tensors (K_i, 4). Every image needs a
+    valid box."""
+    if isinstance(gt, (list, tuple)):
+        if gt_valid is not None:
+            raise ValueError("gt_valid: only for padded (N, K, 4) ground truth, not for a list")
+        per_image = [_boxes(boxes, f"gt[{i}]", (2,)) for i, boxes in enumerate(gt)]
+        most = max((len(boxes) for boxes in per_image), default=0)
+        padded = torch.zeros(len(per_image), most, 4, dtype=torch.float64)
+        valid = torch.zeros(len(per_image), most, dtype=torch.bool)
+        for i, boxes in enumerate(per_image):
+            padded[i, :len(boxes)] = boxes
+            valid[i, :len(boxes)] = True
+    else:
+        padded = _boxes(gt, "gt", (3,))
+        valid = (torch.ones(padded.shape[:2], dtype=torch.bool) if gt_valid is None
+                 else torch.as_tensor(gt_valid, dtype=torch.bool, device=padded.device))
+        if valid.shape != padded.shape[:2]:
+            raise ValueError(f"gt_valid: shape {tuple(valid.shape)} does not match "
+                             f"gt {tuple(padded.shape)}")
+    empty = ~valid.any(dim=1)
+    if bool(empty.any()):
+        missing = torch.nonzero(empty).flatten().tolist()[:10]
+        raise ValueError(f"gt: image index(es) {missing} have no box")
+    return padded, valid
+
+
+def box_iou(pred, gt, gt_valid=None) -> torch.Tensor:
+    """Best IoU ("+1" convention) of each predicted box over its image's GT boxes.
+    pred (N, 4) or (N, T, 4); gt (N, K, 4) padded with ``gt_valid`` (N, K) bool, or a list of
+    N tensors (K_i, 4) -> (N,) or (N, T) float64; boxes that do not overlap have IoU 0."""
+    predicted = _boxes(pred, "pred", (2, 3))
+    boxes, valid = ground_truth_boxes(gt, gt_valid)
+    boxes, valid = boxes.to(predicted.device), valid.to(predicted.device)
+    if boxes.shape[0] != predicted.shape[0]:
+        raise ValueError(f"pred has {predicted.shape[0]} images but gt has {boxes.shape[0]}")
+    if predicted.ndim == 3:
+        boxes, valid = boxes.unsqueeze(1), valid.unsqueeze(1)
+    p = predicted.unsqueeze(-2)  # (N, [T,] 1, 4) against (N, [1,] K, 4)
+
+    def side(low: int, high: int) -> torch.Tensor:
+        return (torch.minimum(p[..., high], boxes[..., high]) - torch.maximum(p[..., low], boxes[..., low])
+                + 1).clamp(min=0)
+
+    overlap = side(0, 2) * side(1, 3)
+    area_p = (p[..., 2] - p[..., 0] + 1) * (p[..., 3] - p[..., 1] + 1)
+    area_g = (boxes[..., 2] - boxes[..., 0] + 1) * (boxes[..., 3] - boxes[..., 1] + 1)
+    iou = overlap / (area_p + area_g - overlap)
+    return torch.where(valid, iou, -1.0).amax(dim=-1)
+
+
+def max_iou_over_boxes(pred: list[torch.Tensor], gt, gt_valid=None) -> torch.Tensor:
+    """Best IoU over all predicted boxes of each image (MaxBoxAccV2). pred: N tensors (K_b, 4);
+    gt as in ``box_iou`` -> (N,) float64; 0 for an image without predicted boxes."""
+    boxes, valid = ground_truth_boxes(gt, gt_valid)
+    if len(pred) != boxes.shape[0]:
+        raise ValueError(f"pred has {len(pred)} images but gt has {boxes.shape[0]}")
+    counts = torch.tensor([len(b) for b in pred], dtype=torch.int64)
+    best = torch.zeros(len(pred), dtype=torch.float64)
+    if int(counts.sum()) == 0:
+        return best
+    owner = torch.repeat_interleave(torch.arange(len(pred)), counts)
+    flat = torch.cat([torch.as_tensor(b).reshape(-1, 4).cpu() for b in pred])
+    iou = box_iou(flat, boxes[owner], valid[owner])
+    return best.scatter_reduce(0, owner, iou, "amax", include_self=True)
+
+
+def threshold_sweep_ious(maps: torch.Tensor, gt, thresholds,
+                         gt_valid=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """wsolevaluation's box sweep: maps (B, H, W) normalized float, thresholds (T,) ->
+    (best IoU of the largest component's box, best IoU over all components' boxes), each
+    (B, T) float64. An empty mask counts as the box [0, 0, 0, 0], as in wsolevaluation."""
+    levels = torch.as_tensor(thresholds, dtype=torch.float64).flatten()
+    largest_boxes = evaluation.largest_component_boxes(maps, levels, empty="zero")
+    largest = box_iou(largest_boxes.cpu(), gt, gt_valid)
+    zero_box = torch.zeros(1, 4, dtype=torch.int64)
+    every = []
+    for level in levels.tolist():
+        boxes = [b.cpu() if len(b) else zero_box for b in evaluation.all_component_boxes(maps, level)]
+        every.append(max_iou_over_boxes(boxes, gt, gt_valid))
+    return largest, torch.stack(every, dim=1)
+
+
+def topk_correct(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """scores (B, C), labels (B,) int -> (top-1 correct, top-5 correct), each (B,) bool
+    (top-5 is top-C when C < 5)."""
+    if scores.ndim != 2 or labels.shape != scores.shape[:1]:
+        raise ValueError(f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)}: "
+                         "expected (B, C) and (B,)")
+    ranked = scores.topk(min(5, scores.shape[1]), dim=1).indices
+    hits = ranked == labels.to(ranked.device).unsqueeze(1)
+    return hits[:, 0], hits.any(dim=1)
+
+
+def _percent(part: torch.Tensor, whole: torch.Tensor) -> float:
+    return 100.0 * float(part) / float(whole)
+
+
+def _class_mean_percent(part: torch.Tensor, whole: torch.Tensor) -> float:
+    """Mean over classes with images of the per-class accuracy, in percent."""
+    seen = whole > 0
+    return 100.0 * float((part[seen].double() / whole[seen].double()).mean())
+
+
+class _Counts(abc.ABC):
+    """Integer counts that add up; subclasses fill ``self.state`` in ``__init__``."""
+
+    state: dict[str, torch.Tensor]
+
+    @abc.abstractmethod
+    def config(self) -> dict:
+        """Constructor arguments other than the device (accumulators to merge must agree)."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: counts.clone() for name, counts in self.state.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if set(state) != set(self.state):
+            raise ValueError(f"{type(self).__name__}: state keys {sorted(state)} != {sorted(self.state)}")
+        for name, counts in state.items():
+            if tuple(counts.shape) != tuple(self.state[name].shape):
+                raise ValueError(f"{type(self).__name__}: state {name!r} has shape {tuple(counts.shape)}, "
+                                 f"expected {tuple(self.state[name].shape)}")
+            self.state[name] = counts.to(self.state[name]).clone()
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], **config):
+        counts = cls(**config)
+        counts.load_state_dict(state)
+        return counts
+
+    def merge(self, other: "_Counts") -> None:
+        """Add another accumulator's counts (same class and configuration) into this one."""
+        if type(other) is not type(self) or not _same_config(other.config(), self.config()):
+            raise ValueError(f"cannot merge {type(other).__name__}{other.config()} "
+                             f"into {type(self).__name__}{self.config()}")
+        for name, counts in other.state.items():
+            self.state[name] += counts.to(self.state[name].device)
+
+    def _require_images(self, images: torch.Tensor) -> None:
+        if int(images.sum()) == 0:
+            raise ValueError(f"{type(self).__name__}: no image counted yet")
+
+
+def _same_config(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a)
+
+
+def _check_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    labels = torch.as_tensor(labels)
+    if labels.ndim != 1 or labels.dtype.is_floating_point:
+        raise ValueError(f"labels: expected a 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}")
+    outside = (labels < 0) | (labels >= num_classes)
+    if bool(outside.any()):
+        raise ValueError(f"labels: {labels[outside].tolist()[:10]} outside [0, {num_classes})")
+    return labels.long()
+
+
+class ClassificationCounts(_Counts):
+    """Top-1 / top-5 classification counts per class."""
+
+    def __init__(self, num_classes: int, device="cpu"):
+        self.num_classes = num_classes
+        self.state = {name: torch.zeros(num_classes, dtype=torch.int64, device=device)
+                      for name in ("images", "top1", "top5")}
+
+    def config(self) -> dict:
+        return {"num_classes": self.num_classes}
+
+    def update(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        """scores (B, C) (logits or probabilities), labels (B,) int."""
+        labels = _check_labels(labels, self.num_classes)
+        top1, top5 = topk_correct(scores, labels)
+        device = self.state["images"].device
+        labels = labels.to(device)
+        for name, flags in (("images", torch.ones_like(top1)), ("top1", top1), ("top5", top5)):
+            self.state[name].index_add_(0, labels, flags.to(device=device, dtype=torch.int64))
+
+    def summary(self) -> dict[str, float]:
+        """top1_cls, top5_cls (per image) and their *_class_mean (mean over classes with images)."""
+        images = self.state["images"]
+        self._require_images(images)
+        result = {}
+        for name in ("top1", "top5"):
+            result[f"{name}_cls"] = _percent(self.state[name].sum(), images.sum())
+            result[f"{name}_cls_class_mean"] = _class_mean_percent(self.state[name], images)
+        return result
+
+
+class LocalizationCounts(_Counts):
+    """GT-known, top-1 and top-5 localization at a fixed map threshold (BAS protocol): an
+    image is localized when its best IoU > ``iou_threshold``; top-k loc also needs the true
+    class in the top k."""
+
+    def __init__(self, num_classes: int, iou_threshold: float = 0.5, device="cpu"):
+        self.num_classes = num_classes
+        self.iou_threshold = float(iou_threshold)
+        self.state = {name: torch.zeros(num_classes, dtype=torch.int64, device=device)
+                      for name in ("images", "gt_known", "top1_loc", "top5_loc")}
+
+    def config(self) -> dict:
+        return {"num_classes": self.num_classes, "iou_threshold": self.iou_threshold}
+
+    def update(self, iou: torch.Tensor, labels: torch.Tensor, top1_correct: torch.Tensor,
+               top5_correct: torch.Tensor) -> None:
+        """iou (B,) best IoU per image, labels (B,) int, top1/top5_correct (B,) bool."""
+        labels = _check_labels(labels, self.num_classes)
+        device = self.state["images"].device
+        iou, top1, top5 = (torch.as_tensor(x).to(device) for x in (iou, top1_correct, top5_correct))
+        if not iou.shape == top1.shape == top5.shape == labels.shape:
+            raise ValueError(f"iou {tuple(iou.shape)}, labels {tuple(labels.shape)}, "
+                             f"top1 {tuple(top1.shape)}, top5 {tuple(top5.shape)}: expected one (B,) each")
+        located = iou > self.iou_threshold
+        flags = {"images": torch.ones_like(located), "gt_known": located,
+                 "top1_loc": located & top1.bool(), "top5_loc": located & top5.bool()}
+        labels = labels.to(device)
+        for name, value in flags.items():
+            self.state[name].index_add_(0, labels, value.long())
+
+    def summary(self) -> dict[str, float]:
+        """gt_known, top1_loc, top5_loc (per image) and their *_class_mean."""
+        images = self.state["images"]
+        self._require_images(images)
+        result = {}
+        for name in ("gt_known", "top1_loc", "top5_loc"):
+            result[name] = _percent(self.state[name].sum(), images.sum())
+            result[f"{name}_class_mean"] = _class_mean_percent(self.state[name], images)
+        return result
+
+
+def default_thresholds(step: float = 0.01) -> np.ndarray:
+    """wsolevaluation's map thresholds ``numpy.arange(0, 1, step)`` (float64)."""
+    return np.arange(0, 1, step)
+
+
+class MaxBoxAccCounts(_Counts):
+    """MaxBoxAcc and MaxBoxAccV2 (wsolevaluation protocol): per (map threshold, IoU threshold
+    δ), the number of images whose best IoU is >= δ, for the largest component's box and for
+    the best of all components' boxes."""
+
+    def __init__(self, thresholds=None, iou_thresholds=IOU_THRESHOLDS, device="cpu"):
+        levels = default_thresholds() if thresholds is None else thresholds
+        self.thresholds = torch.as_tensor(levels, dtype=torch.float64).flatten()
+        self.iou_thresholds = torch.as_tensor(iou_thresholds, dtype=torch.float64).flatten()
+        if self.thresholds.numel() == 0 or self.iou_thresholds.numel() == 0:
+            raise ValueError("MaxBoxAccCounts: needs at least one map threshold and one IoU threshold")
+        if not bool((self.iou_thresholds == 0.5).any()):
+            raise ValueError(f"iou_thresholds {self.iou_thresholds.tolist()}: MaxBoxAcc needs 0.5 among them")
+        shape = (self.thresholds.numel(), self.iou_thresholds.numel())
+        self.state = {"images": torch.zeros((), dtype=torch.int64, device=device),
+                      "largest": torch.zeros(shape, dtype=torch.int64, device=device),
+                      "all": torch.zeros(shape, dtype=torch.int64, device=device)}
+
+    def config(self) -> dict:
+        return {"thresholds": self.thresholds.numpy(), "iou_thresholds": self.iou_thresholds.numpy()}
+
+    def update(self, largest_iou: torch.Tensor, all_iou: torch.Tensor) -> None:
+        """largest_iou, all_iou (B, T) float: best IoU per image and map threshold of the
+        largest component's box and of all components' boxes (``threshold_sweep_ious``)."""
+        expected = (self.thresholds.numel(),)
+        for name, iou in (("largest_iou", largest_iou), ("all_iou", all_iou)):
+            if iou.ndim != 2 or tuple(iou.shape[1:]) != expected:
+                raise ValueError(f"{name}: expected (B, {expected[0]}), got {tuple(iou.shape)}")
+        if largest_iou.shape[0] != all_iou.shape[0]:
+            raise ValueError(f"largest_iou has {largest_iou.shape[0]} images, all_iou {all_iou.shape[0]}")
+        device = self.state["images"].device
+        deltas = self.iou_thresholds.to(device)
+        self.state["images"] += largest_iou.shape[0]
+        for name, iou in (("largest", largest_iou), ("all", all_iou)):
+            hits = iou.to(device=device, dtype=torch.float64).unsqueeze(2) >= deltas
+            self.state[name] += hits.sum(dim=0)
+
+    def summary(self) -> dict[str, float]:
+        """maxboxacc (largest component, δ = 0.5) and its best_threshold; maxboxaccv2 (mean over
+        δ) with, per δ, maxboxaccv2_iou{100δ} and its best threshold (the lowest on ties)."""
+        images = self.state["images"]
+        self._require_images(images)
+        result = {}
+        half = int(torch.nonzero(self.iou_thresholds == 0.5)[0])
+        largest = self.state["largest"][:, half]
+        best = int(largest.argmax())
+        result["maxboxacc"] = _percent(largest[best], images)
+        result["maxboxacc_best_threshold"] = float(self.thresholds[best])
+        per_delta = []
+        for column, delta in enumerate(self.iou_thresholds.tolist()):
+            counts = self.state["all"][:, column]
+            best = int(counts.argmax())
+            name = f"maxboxaccv2_iou{round(delta * 100)}"
+            per_delta.append(_percent(counts[best], images))
+            result[name] = per_delta[-1]
+            result[f"{name}_best_threshold"] = float(self.thresholds[best])
+        result["maxboxaccv2"] = float(np.mean(per_delta))
+        return result
