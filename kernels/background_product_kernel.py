@@ -1,0 +1,99 @@
+"""Background product: the input of BAS's background branch, ``detach(x4) * (1 - fg)``.
+
+Shapes: x4 (B, K, H, W) in any float dtype and memory layout (contiguous, channels-last,
+expanded), fg (B, 1, H, W) -> out (B, K, H, W) in x4's dtype and layout.
+
+Forward:  out[b, k, s] = x4[b, k, s] (1 - fg[b, s]), one rounding from float32.
+Backward: dL/dfg[b, s] = -sum_k dL/dout[b, k, s] x4[b, k, s], accumulated in float32, stored in
+          fg's dtype; x4 gets no gradient (it is detached, as in the reference).
+Layout: spatial dims flattened (s = h W + w) through strides; the forward tiles the
+(channel, pixel) plane of each sample, the backward gives each program a pixel block and loops
+over all channels.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .utils import check_launchable, check_same_device, check_shape, num_warps, tile_shape
+
+
+@triton.jit
+def _forward_kernel(x_ptr, fg_ptr, out_ptr, K, HW,
+                    x_stride_b, x_stride_k, x_stride_s, out_stride_b, out_stride_k, out_stride_s,
+                    BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr):
+    s = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
+    k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    sample = tl.program_id(2).to(tl.int64)
+    s_mask = s < HW
+    mask = (k < K)[:, None] & s_mask[None, :]
+    keep = 1.0 - tl.load(fg_ptr + sample * HW + s, mask=s_mask, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + sample * x_stride_b + k[:, None] * x_stride_k + s[None, :] * x_stride_s,
+                mask=mask, other=0.0).to(tl.float32)
+    out = x * keep[None, :]
+    tl.store(out_ptr + sample * out_stride_b + k[:, None] * out_stride_k + s[None, :] * out_stride_s,
+             out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _backward_kernel(grad_ptr, x_ptr, grad_fg_ptr, K, HW,
+                     grad_stride_b, grad_stride_k, grad_stride_s, x_stride_b, x_stride_k, x_stride_s,
+                     BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr):
+    s = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
+    sample = tl.program_id(1).to(tl.int64)
+    s_mask = s < HW
+    acc = tl.zeros([BLOCK_K, BLOCK_S], dtype=tl.float32)
+    for k_start in range(0, K, BLOCK_K):
+        k = k_start + tl.arange(0, BLOCK_K)
+        mask = (k < K)[:, None] & s_mask[None, :]
+        grad = tl.load(grad_ptr + sample * grad_stride_b + k[:, None] * grad_stride_k
+                       + s[None, :] * grad_stride_s, mask=mask, other=0.0)
+        x = tl.load(x_ptr + sample * x_stride_b + k[:, None] * x_stride_k + s[None, :] * x_stride_s,
+                    mask=mask, other=0.0)
+        acc += grad.to(tl.float32) * x.to(tl.float32)
+    grad_fg = -tl.sum(acc, axis=0)
+    tl.store(grad_fg_ptr + sample * HW + s, grad_fg.to(grad_fg_ptr.dtype.element_ty), mask=s_mask)
+
+
+class BackgroundProduct(torch.autograd.Function):
+    """(x4, fg) -> x4 * (1 - fg), gradient to fg only; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, x4: torch.Tensor, fg: torch.Tensor):
+        batch, channels, height, width = x4.shape
+        pixels = height * width
+        x = x4.detach().flatten(2)  # a view for contiguous and channels-last layouts
+        out = torch.empty_like(x4)
+        out_flat = out.flatten(2)
+        block_k, block_s = tile_shape(channels, pixels, x.stride(1), x.stride(2))
+        grid = (triton.cdiv(pixels, block_s), triton.cdiv(channels, block_k), batch)
+        _forward_kernel[grid](x, fg.detach().contiguous(), out_flat, channels, pixels,
+                              *x.stride(), *out_flat.stride(),
+                              BLOCK_K=block_k, BLOCK_S=block_s, num_warps=num_warps(block_k * block_s))
+        ctx.save_for_backward(x)
+        ctx.fg_shape, ctx.fg_dtype = fg.shape, fg.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if not ctx.needs_input_grad[1]:
+            return None, None
+        (x,) = ctx.saved_tensors
+        batch, channels, pixels = x.shape
+        grad = grad_out.flatten(2)
+        grad_fg = torch.empty(ctx.fg_shape, dtype=ctx.fg_dtype, device=x.device)
+        block_k, block_s = tile_shape(channels, pixels, x.stride(1), x.stride(2))
+        grid = (triton.cdiv(pixels, block_s), batch)
+        _backward_kernel[grid](grad, x, grad_fg, channels, pixels, *grad.stride(), *x.stride(),
+                               BLOCK_K=block_k, BLOCK_S=block_s, num_warps=num_warps(block_k * block_s))
+        return None, grad_fg
+
+
+def background_product(x4: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
+    """``detach(x4) * (1 - fg)``: x4 (B, K, H, W), fg (B, 1, H, W) -> (B, K, H, W) in x4's
+    dtype and memory layout; the gradient reaches fg only."""
+    check_launchable("x4", x4)
+    check_launchable("fg", fg)
+    check_same_device(x4=x4, fg=fg)
+    check_shape("x4", x4, (None, None, None, None))
+    check_shape("fg", fg, (x4.shape[0], 1, x4.shape[2], x4.shape[3]))
+    return BackgroundProduct.apply(x4, fg)

@@ -1,0 +1,55 @@
+"""Class sums: the scatter-add of the late stage's mean-map pass, in place, with atomics.
+
+Shapes: sums (C, H, W) float32 contiguous, counts (C,) int32/int64/float32/float64 contiguous,
+maps (B, H, W) any float dtype, labels (B,) int32/int64 in [0, C).
+
+Math: sums[labels[b]] += maps[b] (float32 atomic adds), counts[labels[b]] += 1. Repeated labels
+are fine; the float32 sums depend on the order of the atomics only to rounding. Forward only.
+Layout: program (pixel block, sample); the first pixel block of each sample bumps the count.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .utils import check_labels, check_launchable, check_same_device, check_shape, num_warps
+
+_COUNT_DTYPES = (torch.int32, torch.int64, torch.float32, torch.float64)
+
+
+@triton.jit
+def _scatter_kernel(maps_ptr, labels_ptr, sums_ptr, counts_ptr, HW, BLOCK: tl.constexpr):
+    block = tl.program_id(0)
+    sample = tl.program_id(1).to(tl.int64)
+    label = tl.load(labels_ptr + sample).to(tl.int64)
+    s = block * BLOCK + tl.arange(0, BLOCK)
+    mask = s < HW
+    values = tl.load(maps_ptr + sample * HW + s, mask=mask, other=0.0).to(tl.float32)
+    tl.atomic_add(sums_ptr + label * HW + s, values, mask=mask, sem="relaxed")
+    if block == 0:
+        tl.atomic_add(counts_ptr + label, 1, sem="relaxed")
+
+
+def accumulate_class_sums(sums: torch.Tensor, counts: torch.Tensor, maps: torch.Tensor,
+                          labels: torch.Tensor) -> None:
+    """In place: ``sums[labels[i]] += maps[i]`` and ``counts[labels[i]] += 1``.
+    sums (C, H, W) float32, counts (C,), maps (B, H, W), labels (B,) int64/int32."""
+    check_launchable("maps", maps)
+    check_same_device(sums=sums, counts=counts, maps=maps, labels=labels)
+    if sums.dtype != torch.float32 or not sums.is_contiguous():
+        raise TypeError(f"sums must be a contiguous float32 tensor, got {sums.dtype} "
+                        f"(contiguous={sums.is_contiguous()})")
+    if counts.dtype not in _COUNT_DTYPES or not counts.is_contiguous():
+        raise TypeError(f"counts must be a contiguous int32/int64/float32/float64 tensor, got "
+                        f"{counts.dtype} (contiguous={counts.is_contiguous()})")
+    check_shape("sums", sums, (None, None, None))
+    classes, height, width = sums.shape
+    check_shape("counts", counts, (classes,))
+    check_shape("maps", maps, (None, height, width))
+    batch = maps.shape[0]
+    labels = check_labels(labels, batch, classes)
+    if batch == 0:
+        return
+    pixels = height * width
+    block = min(1024, triton.next_power_of_2(pixels))
+    _scatter_kernel[(triton.cdiv(pixels, block), batch)](
+        maps.detach().contiguous(), labels, sums, counts, pixels, BLOCK=block, num_warps=num_warps(block))

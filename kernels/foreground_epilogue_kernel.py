@@ -1,0 +1,123 @@
+"""Foreground epilogue: sigmoid of the ground-truth class's generator logits, its per-sample
+area and its 2x2 average pool, in one kernel each way.
+
+Shapes: logits (B, 1, H, W), H and W even, any float dtype -> fg (B, 1, H, W), area (B,),
+pooled (B, 1, H/2, W/2), all in the logits' dtype; the math is float32.
+
+Forward:  fg = sigmoid(x);  area[b] = mean_{h,w} fg[b];  pooled = avgpool2x2(fg).
+Backward: dL/dx = fg (1 - fg) (dL/dfg + dL/darea[b] / (H W) + dL/dpooled[h//2, w//2] / 4),
+          with fg recomputed from x; an upstream gradient autograd leaves out is skipped, not
+          read as zeros.
+Layout: one program per sample, looping over tiles of (pooled pixel, 2x2 quad): the pool is a
+sum over the tile's last axis, the area a sum over the whole tile.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .utils import check_launchable, check_shape, num_warps
+
+
+@triton.jit
+def _quad_tile(p_start, W, P, BLOCK_P: tl.constexpr):
+    """Pooled-pixel indices (BLOCK_P,), full-resolution offsets (BLOCK_P, 4) of their 2x2 quads,
+    and the tile's mask."""
+    p = p_start + tl.arange(0, BLOCK_P)
+    half_w = W // 2
+    row = 2 * (p // half_w)
+    col = 2 * (p % half_w)
+    q = tl.arange(0, 4)
+    offsets = (row[:, None] + q[None, :] // 2) * W + col[:, None] + q[None, :] % 2
+    mask = (p < P)[:, None] & (q < 4)[None, :]
+    return p, offsets, mask
+
+
+@triton.jit
+def _forward_kernel(logits_ptr, fg_ptr, area_ptr, pooled_ptr, W, HW, P,
+                    BLOCK_P: tl.constexpr):
+    sample = tl.program_id(0).to(tl.int64)
+    total = tl.zeros([BLOCK_P], dtype=tl.float32)
+    for p_start in range(0, P, BLOCK_P):
+        p, offsets, mask = _quad_tile(p_start, W, P, BLOCK_P)
+        x = tl.load(logits_ptr + sample * HW + offsets, mask=mask, other=0.0).to(tl.float32)
+        fg = tl.where(mask, tl.sigmoid(x), 0.0)
+        tl.store(fg_ptr + sample * HW + offsets, fg.to(fg_ptr.dtype.element_ty), mask=mask)
+        quad_sum = tl.sum(fg, axis=1)
+        tl.store(pooled_ptr + sample * P + p, (quad_sum * 0.25).to(pooled_ptr.dtype.element_ty),
+                 mask=p < P)
+        total += quad_sum
+    tl.store(area_ptr + sample, (tl.sum(total, axis=0) / HW).to(area_ptr.dtype.element_ty))
+
+
+@triton.jit
+def _backward_kernel(logits_ptr, grad_fg_ptr, grad_area_ptr, grad_pooled_ptr, grad_logits_ptr,
+                     W, HW, P, HAS_GRAD_FG: tl.constexpr, HAS_GRAD_AREA: tl.constexpr,
+                     HAS_GRAD_POOLED: tl.constexpr, BLOCK_P: tl.constexpr):
+    sample = tl.program_id(0).to(tl.int64)
+    grad_area = 0.0
+    if HAS_GRAD_AREA:
+        grad_area = tl.load(grad_area_ptr + sample).to(tl.float32) / HW
+    for p_start in range(0, P, BLOCK_P):
+        p, offsets, mask = _quad_tile(p_start, W, P, BLOCK_P)
+        fg = tl.sigmoid(tl.load(logits_ptr + sample * HW + offsets, mask=mask, other=0.0).to(tl.float32))
+        grad = tl.zeros([BLOCK_P, 4], dtype=tl.float32) + grad_area
+        if HAS_GRAD_FG:
+            grad += tl.load(grad_fg_ptr + sample * HW + offsets, mask=mask, other=0.0).to(tl.float32)
+        if HAS_GRAD_POOLED:
+            grad_pooled = tl.load(grad_pooled_ptr + sample * P + p, mask=p < P, other=0.0)
+            grad += (grad_pooled.to(tl.float32) * 0.25)[:, None]
+        grad_logits = grad * fg * (1.0 - fg)
+        tl.store(grad_logits_ptr + sample * HW + offsets,
+                 grad_logits.to(grad_logits_ptr.dtype.element_ty), mask=mask)
+
+
+def _launch_config(height: int, width: int) -> tuple[int, int]:
+    block_p = min(1024, triton.next_power_of_2(height * width // 4))
+    return block_p, num_warps(4 * block_p)
+
+
+class ForegroundEpilogue(torch.autograd.Function):
+    """logits (B, 1, H, W) -> (fg, area, pooled); see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor):
+        logits = logits.contiguous()
+        batch, _, height, width = logits.shape
+        fg = torch.empty_like(logits)
+        area = logits.new_empty(batch)
+        pooled = logits.new_empty(batch, 1, height // 2, width // 2)
+        block_p, warps = _launch_config(height, width)
+        _forward_kernel[(batch,)](logits, fg, area, pooled, width, height * width,
+                                  height * width // 4, BLOCK_P=block_p, num_warps=warps)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(logits)
+        return fg, area, pooled
+
+    @staticmethod
+    def backward(ctx, grad_fg, grad_area, grad_pooled):
+        if grad_fg is None and grad_area is None and grad_pooled is None:
+            return None
+        (logits,) = ctx.saved_tensors
+        batch, _, height, width = logits.shape
+        grad_logits = torch.empty_like(logits)
+        block_p, warps = _launch_config(height, width)
+        _backward_kernel[(batch,)](
+            logits,
+            grad_fg.contiguous() if grad_fg is not None else logits,
+            grad_area.contiguous() if grad_area is not None else logits,
+            grad_pooled.contiguous() if grad_pooled is not None else logits,
+            grad_logits, width, height * width, height * width // 4,
+            HAS_GRAD_FG=grad_fg is not None, HAS_GRAD_AREA=grad_area is not None,
+            HAS_GRAD_POOLED=grad_pooled is not None, BLOCK_P=block_p, num_warps=warps)
+        return grad_logits
+
+
+def foreground_epilogue(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Generator logits of one class per sample (B, 1, H, W), H and W even ->
+    fg (B, 1, H, W) in (0, 1), area (B,), pooled (B, 1, H/2, W/2), in the logits' dtype."""
+    check_launchable("logits", logits)
+    check_shape("logits", logits, (None, 1, None, None))
+    height, width = logits.shape[2:]
+    if height % 2 or width % 2:
+        raise ValueError(f"logits has odd spatial size {height}x{width}; the 2x2 pool needs even H and W")
+    return ForegroundEpilogue.apply(logits)

@@ -1,0 +1,98 @@
+"""Mean-map L1: the late stage's pull of each foreground map toward its class's mean map, with
+the gather of the mean map fused into the loss.
+
+Shapes: fg (B, 1, H, W) any float dtype, mean_maps (C, H, W) any float dtype (a fixed buffer:
+it must not require grad), labels (B,) int32/int64 in [0, C) -> loss () float32.
+
+Forward:  loss = sum_{b,s} |fg[b, s] - mean_maps[labels[b], s]| / (B H W): one kernel writes each
+          sample's share (float32), a deterministic sum adds them.
+Backward: dL/dfg[b, s] = dL/dloss sign(fg[b, s] - mean_maps[labels[b], s]) / (B H W) (sign 0 at
+          0, as torch.abs), in fg's dtype; dL/dloss is read on the device, no host sync.
+Layout: one program per sample, looping over pixel blocks.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .utils import check_labels, check_launchable, check_same_device, check_shape, num_warps
+
+
+@triton.jit
+def _forward_kernel(fg_ptr, mean_maps_ptr, labels_ptr, share_ptr, HW, N, BLOCK: tl.constexpr):
+    sample = tl.program_id(0).to(tl.int64)
+    label = tl.load(labels_ptr + sample).to(tl.int64)
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for s_start in range(0, HW, BLOCK):
+        s = s_start + tl.arange(0, BLOCK)
+        mask = s < HW
+        fg = tl.load(fg_ptr + sample * HW + s, mask=mask, other=0.0).to(tl.float32)
+        target = tl.load(mean_maps_ptr + label * HW + s, mask=mask, other=0.0).to(tl.float32)
+        acc += tl.abs(fg - target)
+    tl.store(share_ptr + sample, tl.sum(acc, axis=0) / N)
+
+
+@triton.jit
+def _backward_kernel(fg_ptr, mean_maps_ptr, labels_ptr, grad_loss_ptr, grad_fg_ptr, HW, N,
+                     BLOCK: tl.constexpr):
+    sample = tl.program_id(0).to(tl.int64)
+    label = tl.load(labels_ptr + sample).to(tl.int64)
+    scale = tl.load(grad_loss_ptr).to(tl.float32) / N
+    for s_start in range(0, HW, BLOCK):
+        s = s_start + tl.arange(0, BLOCK)
+        mask = s < HW
+        fg = tl.load(fg_ptr + sample * HW + s, mask=mask, other=0.0).to(tl.float32)
+        target = tl.load(mean_maps_ptr + label * HW + s, mask=mask, other=0.0).to(tl.float32)
+        diff = fg - target
+        sign = tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, 0.0))
+        tl.store(grad_fg_ptr + sample * HW + s, (scale * sign).to(grad_fg_ptr.dtype.element_ty), mask=mask)
+
+
+def _block(pixels: int) -> int:
+    return min(1024, triton.next_power_of_2(pixels))
+
+
+class MeanMapL1(torch.autograd.Function):
+    """(fg, mean_maps, labels) -> scalar loss, gradient to fg only; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, fg: torch.Tensor, mean_maps: torch.Tensor, labels: torch.Tensor):
+        fg = fg.contiguous()
+        mean_maps = mean_maps.contiguous()
+        batch = fg.shape[0]
+        pixels = fg.numel() // batch
+        share = torch.empty(batch, dtype=torch.float32, device=fg.device)
+        block = _block(pixels)
+        _forward_kernel[(batch,)](fg, mean_maps, labels, share, pixels, fg.numel(),
+                                  BLOCK=block, num_warps=num_warps(block))
+        ctx.save_for_backward(fg, mean_maps, labels)
+        return share.sum()
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        fg, mean_maps, labels = ctx.saved_tensors
+        batch = fg.shape[0]
+        pixels = fg.numel() // batch
+        grad_fg = torch.empty_like(fg)
+        block = _block(pixels)
+        _backward_kernel[(batch,)](fg, mean_maps, labels, grad_loss.float().contiguous(), grad_fg,
+                                   pixels, fg.numel(), BLOCK=block, num_warps=num_warps(block))
+        return grad_fg, None, None
+
+
+def mean_map_l1(fg: torch.Tensor, mean_maps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``mean_b mean_pixels |fg_b - mean_maps[labels_b]|``: fg (B, 1, H, W), mean_maps (C, H, W)
+    fixed, labels (B,) -> scalar float32; the gradient reaches fg only."""
+    check_launchable("fg", fg)
+    check_launchable("mean_maps", mean_maps)
+    check_same_device(fg=fg, mean_maps=mean_maps, labels=labels)
+    if mean_maps.requires_grad:
+        raise ValueError("mean_maps requires grad: it is a fixed buffer here (detach it)")
+    check_shape("mean_maps", mean_maps, (None, None, None))
+    classes, height, width = mean_maps.shape
+    check_shape("fg", fg, (None, 1, height, width))
+    if fg.shape[0] == 0:
+        raise ValueError("fg is an empty batch: the mean over it is undefined")
+    labels = check_labels(labels, fg.shape[0], classes)
+    return MeanMapL1.apply(fg, mean_maps, labels)

@@ -1,0 +1,75 @@
+"""Launch helpers shared by the Triton kernels: input checks and block-size choices.
+
+``INTERPRETER`` is read once, when this package is imported, which is also when ``@triton.jit``
+decides between compiled and interpreted kernels (``TRITON_INTERPRET=1``: kernels run on CPU
+tensors through NumPy). Triton's own library functions (``tl.zeros``...) are decorated when
+``triton.language`` is first imported, so the variable must be set before that, which any import
+of torchvision or ``torch._dynamo`` already does.
+"""
+import torch
+import triton
+import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
+
+INTERPRETER: bool = bool(triton.knobs.runtime.interpret)
+if INTERPRETER and not isinstance(tl.zeros, InterpretedFunction):
+    raise ImportError(
+        "TRITON_INTERPRET=1 was set after triton.language had been imported (torchvision and "
+        "torch._dynamo import it): set it before the first import of torch/torchvision, "
+        "e.g. at the top of tests/conftest.py")
+
+_LABEL_DTYPES = (torch.int32, torch.int64)
+
+
+def check_launchable(name: str, tensor: torch.Tensor) -> None:
+    """Raise unless ``tensor`` can be handed to a kernel: a floating CUDA tensor (any device
+    under the interpreter)."""
+    if not tensor.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got {tensor.dtype}")
+    if not (tensor.is_cuda or INTERPRETER):
+        raise ValueError(
+            f"{name} is on {tensor.device}: Triton kernels need CUDA tensors "
+            "(or TRITON_INTERPRET=1 set before importing wsol_fast.kernels)")
+
+
+def check_shape(name: str, tensor: torch.Tensor, expected: tuple) -> None:
+    """Raise unless ``tensor.shape`` matches ``expected`` (None entries match any size)."""
+    shape = tuple(tensor.shape)
+    if len(shape) != len(expected) or any(e is not None and s != e for s, e in zip(shape, expected)):
+        wanted = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
+        raise ValueError(f"{name} has shape {shape}, expected {wanted}")
+
+
+def check_same_device(**tensors: torch.Tensor) -> None:
+    """Raise unless all named tensors live on one device."""
+    devices = {name: t.device for name, t in tensors.items()}
+    if len(set(devices.values())) > 1:
+        raise ValueError("inputs on different devices: "
+                         + ", ".join(f"{n} on {d}" for n, d in devices.items()))
+
+
+def check_labels(labels: torch.Tensor, batch: int, num_classes: int) -> torch.Tensor:
+    """Check labels (B,) int32/int64 in [0, num_classes); returns them contiguous.
+    The range check is an asynchronous device assert: no host synchronization on CUDA."""
+    if labels.dtype not in _LABEL_DTYPES:
+        raise TypeError(f"labels must be int32 or int64, got {labels.dtype}")
+    check_shape("labels", labels, (batch,))
+    in_range = ((labels >= 0) & (labels < num_classes)).all()
+    torch._assert_async(in_range, f"labels out of range: every label must be in [0, {num_classes})")
+    return labels.contiguous()
+
+
+def tile_shape(channels: int, pixels: int, channel_stride: int, pixel_stride: int) -> tuple[int, int]:
+    """(BLOCK_CHANNELS, BLOCK_PIXELS) for a tile of a (channels, pixels) plane: long along the
+    dimension that is contiguous in memory, about 4096 elements in all."""
+    if channel_stride == 1 and pixel_stride != 1:
+        block_c, block_p = 128, 32
+    else:
+        block_c, block_p = 32, 128
+    return (min(block_c, triton.next_power_of_2(channels)),
+            min(block_p, triton.next_power_of_2(pixels)))
+
+
+def num_warps(elements: int) -> int:
+    """Warps for a tile of ``elements`` values: 256 per warp, between 1 and 8."""
+    return max(1, min(8, elements // 256))
