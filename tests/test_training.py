@@ -1,0 +1,101 @@
+"""End-to-end training on a tiny synthetic set: the loss goes down, resume equals an
+uninterrupted run, the late stage computes and saves class-mean maps, bad runs stop clearly."""
+import json
+
+import pytest
+import torch
+
+from wsol_fast import losses
+from wsol_fast.checkpoint import load_checkpoint
+from wsol_fast.cli import evaluate_main, train_config, train_main, train_parser
+from wsol_fast.engine.run import load_data_split, run_training
+from wsol_fast.engine.trainer import EpochStats, NonFiniteLossError, Trainer
+from wsol_fast.models import MobileNetBAS
+
+TINY = ["--synthetic-classes", "3", "--synthetic-train-per-class", "4", "--synthetic-test-per-class", "2",
+        "--synthetic-image-size", "64", "--image-size", "64", "--batch-size", "4", "--width", "0.25",
+        "--workers", "0", "--lr", "0.01"]
+
+
+def config(tmp_path, *extra):
+    args = train_parser().parse_args([*TINY, "--data-root", str(tmp_path / "data"),
+                                      "--out", str(tmp_path / "run"), *extra])
+    return train_config(args)
+
+
+def test_a_few_steps_lower_the_loss(tmp_path):
+    cfg = config(tmp_path, "--epochs", "1")
+    split = load_data_split(cfg, "train")
+    cfg.model.num_classes = split.num_classes
+    from wsol_fast.data import WSOLDataset
+    dataset = WSOLDataset(split, train=False, image_size=64, resize=73)
+    images = torch.stack([dataset[i][0] for i in range(8)])
+    labels = torch.tensor([dataset[i][1] for i in range(8)])
+    torch.manual_seed(0)
+    trainer = Trainer(cfg, MobileNetBAS(split.num_classes, 0.25), dataset)
+    first = trainer.compute_loss(images, labels)[0].item()
+    for _ in range(15):
+        trainer.train_step(images, labels, EpochStats())
+    assert trainer.compute_loss(images, labels)[0].item() < 0.8 * first
+
+
+def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path):
+    straight = run_training(config(tmp_path / "a", "--epochs", "2"))
+    run_training(config(tmp_path / "b", "--epochs", "1"))
+    resumed = run_training(config(tmp_path / "b", "--epochs", "2"), resume=True)
+    assert resumed.epoch == 2
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    records = [json.loads(line) for line in (tmp_path / "b/run/early/log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert {"loss", "cls", "fg", "bg", "area", "top1", "images_per_s"} <= set(records[0])
+
+
+def test_late_stage_starts_from_early_and_saves_mean_maps(tmp_path):
+    run_training(config(tmp_path, "--epochs", "1"))
+    late = run_training(config(tmp_path, "--stage", "late", "--epochs", "1"))
+    saved = torch.load(tmp_path / "run/late/mean_maps.pt", weights_only=True)
+    assert saved["maps"].shape == (3, 8, 8) and saved["counts"].tolist() == [4, 4, 4]
+    assert saved["empty_classes"] == []
+    state = load_checkpoint(tmp_path / "run/late/checkpoint.pt")
+    torch.testing.assert_close(state["mean_maps"]["maps"], saved["maps"])
+    assert "avg" in json.loads((tmp_path / "run/late/log.jsonl").read_text().splitlines()[0])
+    assert late.epoch == 1
+    out = tmp_path / "eval.json"
+    assert evaluate_main(["--checkpoint", str(tmp_path / "run/late/checkpoint.pt"), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 6 and 0 <= result["gt_known"] <= 100
+
+
+def test_late_stage_without_early_checkpoint_is_refused(tmp_path, capsys):
+    assert train_main([*TINY, "--data-root", str(tmp_path / "d"), "--out", str(tmp_path / "r"),
+                       "--stage", "late"]) == 1
+    assert "early-stage checkpoint" in capsys.readouterr().out
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    run_training(config(tmp_path, "--epochs", "1"))
+    checkpoint = tmp_path / "run/early/checkpoint.pt"
+    before = checkpoint.read_bytes()
+
+    def nan_loss(out, labels, *args, **kwargs):
+        total, parts = real_early_loss(out, labels, *args, **kwargs)
+        return total * float("nan"), parts
+
+    real_early_loss = losses.early_loss
+    monkeypatch.setattr(losses, "early_loss", nan_loss)
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        run_training(config(tmp_path, "--epochs", "2"), resume=True)
+    assert checkpoint.read_bytes() == before
+
+
+def test_command_line_rejects_bad_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--dataset", "mnist"])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit, match="--data-root is required"):
+        train_main(["--dataset", "cub"])
+    with pytest.raises(SystemExit):
+        train_main(["--epochs", "0"])
+    assert train_main([*TINY, "--data-root", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--resume"]) == 1
+    assert "no checkpoint" in capsys.readouterr().out

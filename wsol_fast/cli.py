@@ -1,0 +1,178 @@
+"""Command lines of ``launch/train.py`` (and the parsers the other entry points share)."""
+import argparse
+import sys
+
+from .config import DATASET_DEFAULTS, DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from .losses import BACKGROUND_RULES, DATASET_LOSS_WEIGHTS
+
+DATASETS = tuple(DATASET_DEFAULTS)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", choices=DATASETS, default="synthetic")
+    group.add_argument("--data-root", help="dataset folder (synthetic: generated there if absent; "
+                                           "default data/synthetic)")
+    group.add_argument("--image-size", type=positive_int, default=224, help="network input (crop) size")
+    group.add_argument("--resize", type=positive_int, help="resize before cropping (default image-size*256/224)")
+    group.add_argument("--batch-size", type=positive_int, help="default: per dataset (CUB 32, ImageNet 128)")
+    group.add_argument("--workers", type=int, default=2, help="data loader worker processes")
+    group.add_argument("--synthetic-classes", type=positive_int, default=10)
+    group.add_argument("--synthetic-train-per-class", type=positive_int, default=60)
+    group.add_argument("--synthetic-test-per-class", type=positive_int, default=20)
+    group.add_argument("--synthetic-image-size", type=positive_int, default=128)
+
+
+def data_config(args: argparse.Namespace) -> DataConfig:
+    if args.data_root is None and args.dataset != "synthetic":
+        raise SystemExit(f"error: --data-root is required for --dataset {args.dataset}")
+    return DataConfig(
+        dataset=args.dataset, data_root=args.data_root or "data/synthetic", image_size=args.image_size,
+        resize=args.resize or round(args.image_size * 256 / 224),
+        batch_size=args.batch_size or DATASET_DEFAULTS[args.dataset]["batch_size"], workers=args.workers,
+        synthetic_classes=args.synthetic_classes, synthetic_train_per_class=args.synthetic_train_per_class,
+        synthetic_test_per_class=args.synthetic_test_per_class, synthetic_image_size=args.synthetic_image_size)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train MobileNetV1-BAS: early stage (BAS losses), late stage (plus the L1 pull "
+                    "toward class-mean foreground maps), or the CAM baseline (--method cam).")
+    parser.add_argument("--stage", choices=("early", "late"), default="early")
+    parser.add_argument("--method", choices=("bas", "cam"), default="bas")
+    parser.add_argument("--out", default="runs/default", help="run folder; each stage writes OUT/<cam|early|late>/")
+    parser.add_argument("--init", help="late stage: early checkpoint to start from (default OUT/early/checkpoint.pt)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/<stage>/checkpoint.pt")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--log-every", type=positive_int, default=20, help="steps between loss read-backs")
+    add_data_arguments(parser)
+    model = parser.add_argument_group("model")
+    model.add_argument("--width", type=positive_float, default=1.0, help="width multiplier (1.0 = paper)")
+    model.add_argument("--pretrained", help="MobileNetV1 ImageNet weights (pytorch-ssd base net or timm mobilenetv1_100)")
+    optim = parser.add_argument_group("optimization")
+    optim.add_argument("--epochs", type=positive_int, help="default: per dataset and stage")
+    optim.add_argument("--lr", type=positive_float, default=0.001)
+    optim.add_argument("--milestones", type=int, nargs="*", help="epochs where lr is multiplied by 0.1")
+    optim.add_argument("--weight-decay", type=float, default=5e-4)
+    loss = parser.add_argument_group("loss")
+    loss.add_argument("--alpha", type=float, help="area weight (default per dataset, 1.5)")
+    loss.add_argument("--beta", type=float, help="foreground-guided CE weight (default per dataset, 0.5)")
+    loss.add_argument("--bg-rule", choices=BACKGROUND_RULES, default="zero-ge",
+                      help="r where S_bg >= S: zero-ge (CVPR CUB), zero-gt (CVPR ImageNet), one-ge (journal)")
+    loss.add_argument("--lam", type=float, default=1.0, help="late-stage mean-map L1 weight")
+    return parser
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    defaults = DATASET_DEFAULTS[args.dataset]
+    weights = DATASET_LOSS_WEIGHTS[args.dataset]
+    epochs = args.epochs or defaults[f"{args.stage}_epochs"]
+    return TrainConfig(
+        data=data_config(args),
+        model=ModelConfig(width_mult=args.width, pretrained=args.pretrained),
+        loss=LossConfig(method=args.method, alpha=weights["alpha"] if args.alpha is None else args.alpha,
+                        beta=weights["beta"] if args.beta is None else args.beta, bg_rule=args.bg_rule, lam=args.lam),
+        optim=OptimConfig(lr=args.lr, weight_decay=args.weight_decay, epochs=epochs,
+                          milestones=defaults["milestones"] if args.milestones is None else args.milestones),
+        run=RunConfig(stage=args.stage, out=args.out, seed=args.seed, device=args.device, init=args.init,
+                      log_every=args.log_every),
+    )
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    args = train_parser().parse_args(argv)
+    if args.method == "cam" and args.stage == "late":
+        raise SystemExit("error: the CAM baseline has no late stage")
+    from .engine.run import run_training
+    from .engine.progress import console
+    cfg = train_config(args)
+    try:
+        run_training(cfg, resume=args.resume)
+    except (FileNotFoundError, ValueError, FloatingPointError) as error:
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(train_main())
+
+
+# Fixed localization thresholds (BAS protocol) by (method, dataset): BAS MobileNet uses 0.15 on
+# CUB (mean of all class maps) and 0.5 on ImageNet; CAM is conventionally cut at 0.2.
+DEFAULT_THRESHOLDS = {("bas", "cub"): 0.15, ("bas", "imagenet"): 0.5, ("bas", "synthetic"): 0.5,
+                      ("cam", "cub"): 0.2, ("cam", "imagenet"): 0.2, ("cam", "synthetic"): 0.2}
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Evaluate a checkpoint: classification and "
+                                                 "localization accuracy on the test split.")
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--method", choices=("bas", "cam"), help="localization map (default: as trained)")
+    parser.add_argument("--threshold", type=float, help="fixed threshold on the normalized map")
+    parser.add_argument("--norm", default="minmax", help="minmax | max | percentile:P | pas | ivr:P")
+    parser.add_argument("--out", help="JSON file for the results")
+    parser.add_argument("--device", default="cpu")
+    data = parser.add_argument_group("data (default: as in the checkpoint)")
+    data.add_argument("--dataset", choices=DATASETS)
+    data.add_argument("--data-root")
+    data.add_argument("--image-size", type=positive_int)
+    data.add_argument("--resize", type=positive_int)
+    data.add_argument("--batch-size", type=positive_int)
+    data.add_argument("--workers", type=int)
+    return parser
+
+
+def evaluate_main(argv: list[str] | None = None) -> int:
+    import json
+    from pathlib import Path
+
+    from .engine.evaluate import evaluate
+    from .engine.progress import console, results_table
+    from .engine.run import load_data_split, model_from_checkpoint
+    from .data import WSOLDataset
+
+    args = evaluate_parser().parse_args(argv)
+    try:
+        model, state = model_from_checkpoint(args.checkpoint)
+        cfg = TrainConfig.from_dict(state["config"])
+        for name in ("dataset", "data_root", "image_size", "resize", "batch_size", "workers"):
+            if getattr(args, name) is not None:
+                setattr(cfg.data, name, getattr(args, name))
+        if args.image_size is not None and args.resize is None:
+            cfg.data.resize = round(args.image_size * 256 / 224)
+        method = args.method or cfg.loss.method
+        threshold = args.threshold if args.threshold is not None else DEFAULT_THRESHOLDS[(method, cfg.data.dataset)]
+        test_split = load_data_split(cfg, "test")
+        if test_split.num_classes != model.num_classes:
+            raise ValueError(f"checkpoint {args.checkpoint} has {model.num_classes} classes, "
+                             f"the {cfg.data.dataset} test split has {test_split.num_classes}")
+        dataset = WSOLDataset(test_split, train=False, image_size=cfg.data.image_size, resize=cfg.data.resize)
+        result = evaluate(model, dataset, method, threshold, args.norm, cfg.data.batch_size,
+                          args.device, cfg.data.workers)
+    except (FileNotFoundError, ValueError) as error:
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        return 1
+    result = {"checkpoint": str(args.checkpoint), "method": method, "norm": args.norm,
+              "threshold": threshold, "protocol": "bas", "images": len(dataset), **result}
+    console.print(results_table(f"{args.checkpoint} ({method}, {args.norm}, threshold {threshold})", [result],
+                                ["method", "top1_cls", "top5_cls", "gt_known", "top1_loc", "top5_loc"]))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return 0

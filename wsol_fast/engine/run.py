@@ -1,0 +1,105 @@
+"""One training run from a config: data, model, (late stage) class-mean maps, trainer."""
+import json
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import load_checkpoint
+from ..config import TrainConfig
+from ..data import SyntheticSpec, WSOLDataset, build_loader, load_split
+from ..mean_maps import MeanMaps, class_mean_maps
+from ..models import MobileNetBAS, load_pretrained_backbone
+from .progress import console, make_progress
+from .trainer import CHECKPOINT_NAME, Trainer, run_name, seed_everything
+
+
+def synthetic_spec(cfg: TrainConfig) -> SyntheticSpec:
+    data = cfg.data
+    return SyntheticSpec(num_classes=data.synthetic_classes, train_per_class=data.synthetic_train_per_class,
+                         test_per_class=data.synthetic_test_per_class, image_size=data.synthetic_image_size,
+                         seed=cfg.run.seed)
+
+
+def load_data_split(cfg: TrainConfig, split: str):
+    """The ``train`` or ``test`` split of the configured dataset (synthetic: generated if absent)."""
+    spec = synthetic_spec(cfg) if cfg.data.dataset == "synthetic" else None
+    return load_split(cfg.data.dataset, cfg.data.data_root, split, synthetic_spec=spec)
+
+
+def model_from_checkpoint(path: str | Path, num_classes: int | None = None) -> tuple[MobileNetBAS, dict]:
+    """Rebuild the model saved in a checkpoint; ``num_classes`` (the dataset's) must match."""
+    state = load_checkpoint(path)
+    saved = TrainConfig.from_dict(state["config"])
+    if num_classes is not None and saved.model.num_classes != num_classes:
+        raise ValueError(f"checkpoint {path} was trained for {saved.model.num_classes} classes, "
+                         f"the dataset has {num_classes}")
+    model = MobileNetBAS(saved.model.num_classes, saved.model.width_mult)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise ValueError(f"checkpoint {path} does not fit MobileNetBAS(width_mult="
+                         f"{saved.model.width_mult}): {error}") from error
+    return model, state
+
+
+def compute_mean_maps(cfg: TrainConfig, model: MobileNetBAS, train_split) -> MeanMaps:
+    """Class-mean foreground maps over every training image (test transform, eval mode)."""
+    dataset = WSOLDataset(train_split, train=False, image_size=cfg.data.image_size, resize=cfg.data.resize)
+    loader = build_loader(dataset, cfg.data.batch_size, shuffle=False, num_workers=cfg.data.workers)
+    with make_progress() as progress:
+        task = progress.add_task("class-mean maps", total=len(dataset), info="")
+        maps, counts = class_mean_maps(model.to(cfg.run.device), loader, cfg.model.num_classes,
+                                       cfg.run.device, lambda n: progress.advance(task, n))
+    mean_maps = MeanMaps(maps.cpu(), counts.cpu())
+    if mean_maps.empty_classes:
+        console.print(f"[yellow]classes without a training image (zero mean map): {mean_maps.empty_classes}")
+    return mean_maps
+
+
+def run_training(cfg: TrainConfig, resume: bool = False) -> Trainer:
+    """Train one stage as configured; returns the finished trainer."""
+    if resume:  # the saved configuration wins; only the number of epochs may grow
+        own = Path(cfg.run.out) / run_name(cfg) / CHECKPOINT_NAME
+        if not own.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint to resume from at {own}")
+        saved = TrainConfig.from_dict(load_checkpoint(own)["config"])
+        saved.optim.epochs, saved.run.out, saved.run.device = cfg.optim.epochs, cfg.run.out, cfg.run.device
+        cfg = saved
+    seed_everything(cfg.run.seed)
+    train_split = load_data_split(cfg, "train")
+    cfg.model.num_classes = train_split.num_classes
+    out_dir = Path(cfg.run.out) / run_name(cfg)
+    own_checkpoint = out_dir / CHECKPOINT_NAME
+
+    mean_maps = None
+    if resume:
+        model, state = model_from_checkpoint(own_checkpoint, train_split.num_classes)
+        if "mean_maps" in state:
+            mean_maps = MeanMaps(state["mean_maps"]["maps"], state["mean_maps"]["counts"])
+    elif cfg.run.stage == "late":
+        init = Path(cfg.run.init) if cfg.run.init else Path(cfg.run.out) / "early" / CHECKPOINT_NAME
+        if not init.exists():
+            raise FileNotFoundError(f"the late stage starts from an early-stage checkpoint; none at {init} "
+                                    "(run --stage early first or pass --init)")
+        model, _ = model_from_checkpoint(init, train_split.num_classes)
+        cfg.model.width_mult = model.width_mult
+        if cfg.loss.method == "bas":
+            mean_maps = compute_mean_maps(cfg, model, train_split)
+            mean_maps.save(out_dir / "mean_maps.pt")
+    else:
+        model = MobileNetBAS(cfg.model.num_classes, cfg.model.width_mult)
+        if cfg.model.pretrained:
+            kind = load_pretrained_backbone(model.features, cfg.model.pretrained)
+            console.print(f"backbone initialized from {cfg.model.pretrained} ({kind} format)")
+
+    train_set = WSOLDataset(train_split, train=True, image_size=cfg.data.image_size,
+                            resize=cfg.data.resize, seed=cfg.run.seed)
+    trainer = Trainer(cfg, model, train_set, mean_maps)
+    if resume:
+        trainer.resume()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    console.print(f"[bold]{run_name(cfg)}[/bold]: {len(train_split)} training images, "
+                  f"{cfg.model.num_classes} classes, device {cfg.run.device}, threads {torch.get_num_threads()}")
+    trainer.fit()
+    return trainer
