@@ -1,0 +1,199 @@
+"""Evaluation-op micro-benchmark: percentile-max normalization + largest-component boxes at
+100 and 1,000 thresholds on random 224x224 maps, in maps/s.
+
+Paths: the PyTorch reference (``wsol_fast.ops.eval_reference``), an OpenCV per-threshold loop
+as in wsolevaluation (uint8 map, cv2.threshold, cv2.findContours, largest contour by area,
+cv2.boundingRect; numpy percentile normalization), the C++ extension on one thread and on all
+cores (also with the all-component IoU pass of MaxBoxAccV2), and CUDA when present. Ratios are
+against the OpenCV loop measured in the same run, per kind of map: "smooth" (blurred 28x28
+noise, bilinearly resized: a few blobs) and "textured" (unblurred 28x28 noise: many blobs and
+long contours, which cost OpenCV more). Prints a table and writes JSON (``--out``).
+
+    python benchmarks/eval_ops.py --out runs/bench/eval_ops.json
+"""
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+
+from wsol_fast.ops import ext
+
+try:
+    from wsol_fast.ops import eval_reference
+except ImportError:
+    eval_reference = None
+try:
+    import cv2
+except ImportError:
+    cv2 = None
+
+
+MAP_KINDS = ("smooth", "textured")
+
+
+def random_maps(kind: str, count: int, size: int, seed: int) -> torch.Tensor:
+    """Foreground-map-like (count, size, size) float32 in [0, 1]: 28x28 noise (blurred for
+    "smooth"), bilinearly resized to size x size as evaluation resizes the generator's maps."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.rand(count, 1, 28, 28, generator=generator)
+    if kind == "smooth":
+        kernel = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+        kernel = (kernel[:, None] * kernel[None, :] / 256.0).view(1, 1, 5, 5)
+        noise = F.conv2d(F.pad(noise, (2, 2, 2, 2), mode="replicate"), kernel)
+    return F.interpolate(noise, size=(size, size), mode="bilinear", align_corners=False).squeeze(1)
+
+
+def opencv_boxes(scoremap: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """wsolevaluation's compute_bboxes_from_scoremaps (largest contour) for one map."""
+    image = np.expand_dims((scoremap * 255).astype(np.uint8), 2)
+    peak = np.max(image)
+    boxes = np.zeros((len(levels), 4), dtype=np.int64)
+    for j, level in enumerate(levels):
+        _, mask = cv2.threshold(image, int(level * peak), 255, cv2.THRESH_BINARY)
+        contours = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+        if contours:
+            x, y, w, h = cv2.boundingRect(max(contours, key=cv2.contourArea))
+            boxes[j] = (x, y, x + w, y + h)
+    return boxes
+
+
+def opencv_path(maps: torch.Tensor, levels: list[float], p: float) -> np.ndarray:
+    levels_array = np.asarray(levels)
+    out = []
+    for scoremap in maps.numpy():
+        normalized = np.clip(scoremap / np.percentile(scoremap, p), 0, 1).astype(np.float32)
+        out.append(opencv_boxes(normalized, levels_array))
+    return np.stack(out)
+
+
+def reference_path(maps, levels, p):
+    return eval_reference.largest_component_boxes(eval_reference.percentile_max_normalize(maps, p), levels)
+
+
+def extension_path(maps, levels, p):
+    return ext.largest_component_boxes(ext.percentile_max_normalize(maps, p), levels)
+
+
+def extension_iou_path(truth):
+    def run(maps, levels, p):
+        normalized = ext.percentile_max_normalize(maps, p)
+        return ext.largest_component_boxes_and_best_iou(normalized, levels, truth[: maps.shape[0]])[0]
+    return run
+
+
+def measure(run, maps, levels, p, min_seconds, synchronize=lambda: None):
+    """-> (maps/s, output of the first call). Repeats the whole batch until min_seconds."""
+    run(maps[:1], levels, p)  # warm-up (allocations, CUDA context, caches)
+    synchronize()
+    done, start = 0, time.perf_counter()
+    output = None
+    while True:
+        result = run(maps, levels, p)
+        synchronize()
+        output = result if output is None else output
+        done += maps.shape[0]
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return done / elapsed, output
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=224, help="map side (default 224)")
+    parser.add_argument("--maps", type=int, default=64, help="maps per batch for the extension")
+    parser.add_argument("--slow-maps", type=int, default=4, help="maps for reference and OpenCV")
+    parser.add_argument("--thresholds", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--kinds", nargs="+", choices=MAP_KINDS, default=list(MAP_KINDS))
+    parser.add_argument("--percentile", type=float, default=99.0)
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="timing per row")
+    parser.add_argument("--out", type=Path, default=None, help="JSON output path")
+    args = parser.parse_args()
+    if not ext.available():
+        raise SystemExit("wsol_fast._C is not built: run `pip install --no-build-isolation -e .`")
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)  # logs and pipes: keep the table whole
+    cores = os.cpu_count() or 1
+    truth = torch.tensor([[[40.0, 50.0, 180.0, 170.0]]], dtype=torch.float64).expand(args.maps, 1, 4)
+    notes = []
+    if cv2 is None:
+        notes.append("OpenCV rows skipped: opencv-python-headless is not installed")
+    if eval_reference is None:
+        notes.append("reference rows skipped: wsol_fast.ops.eval_reference is not importable")
+    cuda = torch.cuda.is_available() and ext.has_cuda()
+    if not cuda:
+        notes.append("CUDA rows skipped: no GPU or no CUDA build of wsol_fast._C")
+
+    rows = []
+    for kind, count in [(kind, count) for kind in args.kinds for count in args.thresholds]:
+        maps = random_maps(kind, args.maps, args.size, seed=0)
+        slow = maps[: args.slow_maps]
+        levels = (np.arange(count) / count).tolist()
+        base_rate, reference_boxes = None, None
+        cases = []
+        if cv2 is not None:
+            cv2.setNumThreads(1)
+            cases.append(("OpenCV loop (wsolevaluation)", 1, opencv_path, slow, None))
+        if eval_reference is not None:
+            cases.append(("PyTorch reference", cores, reference_path, slow, None))
+        cases += [("extension", 1, extension_path, maps, None),
+                  ("extension", cores, extension_path, maps, None),
+                  ("extension + all-component IoU", 1, extension_iou_path(truth), maps, None)]
+        if cuda:
+            cases.append(("extension CUDA", "GPU", extension_path, maps.cuda(), torch.cuda.synchronize))
+        for name, threads, run, inputs, synchronize in cases:
+            torch.set_num_threads(threads if isinstance(threads, int) else cores)
+            rate, output = measure(run, inputs, levels, args.percentile, args.min_seconds,
+                                   synchronize or (lambda: None))
+            output = torch.as_tensor(output).cpu()
+            if name == "OpenCV loop (wsolevaluation)":
+                base_rate = rate
+            if name == "PyTorch reference":
+                reference_boxes = output
+            same = None
+            if reference_boxes is not None and name.startswith("extension"):
+                same = bool(torch.equal(output[: reference_boxes.shape[0]], reference_boxes))
+            rows.append({"maps_kind": kind, "path": name, "threads": threads, "thresholds": count,
+                         "maps": int(inputs.shape[0]), "maps_per_s": rate,
+                         "ms_per_map": 1e3 / rate,
+                         "vs_opencv": rate / base_rate if base_rate else None,
+                         "boxes_equal_reference": same})
+        torch.set_num_threads(cores)
+
+    table = Table(title=f"Percentile-max normalization (p={args.percentile:g}) + largest-component "
+                        f"boxes, {args.size}x{args.size} maps")
+    for column in ("maps", "thresholds", "path", "threads", "maps/s", "ms/map", "x OpenCV",
+                   "= reference"):
+        table.add_column(column, justify="left" if column in ("maps", "path") else "right",
+                         no_wrap=column == "path")
+    for row in rows:
+        ratio = f"{row['vs_opencv']:.1f}" if row["vs_opencv"] else "-"
+        same = {None: "-", True: "yes", False: "NO"}[row["boxes_equal_reference"]]
+        table.add_row(row["maps_kind"], str(row["thresholds"]), row["path"], str(row["threads"]),
+                      f"{row['maps_per_s']:.1f}", f"{row['ms_per_map']:.3f}", ratio, same)
+    console.print(table)
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        report = {"benchmark": "eval_ops", "size": args.size, "percentile": args.percentile,
+                  "cpu": platform.processor() or platform.machine(), "cores": cores,
+                  "torch": torch.__version__, "opencv": cv2.__version__ if cv2 is not None else None,
+                  "gpu": torch.cuda.get_device_name() if cuda else None,
+                  "rows": rows, "notes": notes}
+        args.out.write_text(json.dumps(report, indent=2))
+        console.print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+// Declarations of the evaluation ops (percentile normalization, all-threshold
+// largest-component boxes, IoU), implemented in *_cpu.cpp and *_cuda.cu.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <tuple>
+
+#include "eval_math.h"
+
+namespace wsol {
+
+// ---- Ops (CPU in *_cpu.cpp, CUDA in *_cuda.cu). Inputs are validated by the dispatchers in
+// bindings.cpp; every op takes contiguous tensors of one device. ----
+
+// clamp(M / P_p(M), 0, 1) per map; maps (B, H, W) floating -> float32 (B, H, W).
+at::Tensor percentile_max_normalize_cpu(const at::Tensor& maps, double p);
+// Largest 8-connected component box of maps > t for every t (ascending); (B, T, 4) int64.
+// With gt_boxes (B, K, 4) float64 and gt_counts (B,) int64 defined, also the best IoU over
+// all components at every threshold, (B, T) float64 (else an undefined tensor).
+std::tuple<at::Tensor, at::Tensor> threshold_sweep_cpu(const at::Tensor& maps,
+                                                       const at::Tensor& thresholds,
+                                                       bool empty_full,
+                                                       const at::Tensor& gt_boxes,
+                                                       const at::Tensor& gt_counts);
+// Best "+1" IoU of every box against its image's ground-truth boxes; (B, T, 4) float64,
+// (B, K, 4) float64, (B,) int64 -> (B, T) float64.
+at::Tensor best_box_iou_cpu(const at::Tensor& boxes, const at::Tensor& gt_boxes,
+                            const at::Tensor& gt_counts);
+
+// Raises ValueError naming the first map flagged in `bad` (B,) int32 (NaN or Inf found).
+inline void check_no_bad_map(const at::Tensor& bad, const char* op) {
+  const at::Tensor flagged = bad.nonzero();
+  TORCH_CHECK_VALUE(flagged.numel() == 0, op, ": map ", flagged[0][0].item<int64_t>(),
+                    " contains NaN or Inf");
+}
+
+#ifdef WITH_CUDA
+at::Tensor percentile_max_normalize_cuda(const at::Tensor& maps, double p);
+std::tuple<at::Tensor, at::Tensor> threshold_sweep_cuda(const at::Tensor& maps,
+                                                        const at::Tensor& thresholds,
+                                                        bool empty_full,
+                                                        const at::Tensor& gt_boxes,
+                                                        const at::Tensor& gt_counts);
+at::Tensor best_box_iou_cuda(const at::Tensor& boxes, const at::Tensor& gt_boxes,
+                             const at::Tensor& gt_counts);
+#endif
+
+}  // namespace wsol
