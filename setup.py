@@ -8,9 +8,14 @@ without a GPU; ``TORCH_CUDA_ARCH_LIST`` then defaults to ``8.0;9.0``).
 import glob
 import os
 
-from setuptools import find_packages, setup
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
-import torch
+# torch guesses CUDA_HOME from the location of `nvcc`, which a wrapper script in /usr/local/bin
+# misleads; the toolkit's standard home is the better guess when nothing is set.
+if "CUDA_HOME" not in os.environ and os.path.isdir("/usr/local/cuda"):
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
+
+from setuptools import find_packages, setup  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 
 def _want_cuda() -> bool:
