@@ -15,7 +15,7 @@ def make_output():
     score_bg = torch.tensor([1.0, 4.0])
     fg_map = torch.tensor([[0.2, 0.4], [0.6, 0.8]]).view(1, 1, 2, 2).repeat(2, 1, 1, 1)
     fg_map[1] = 0.5
-    return BASOutput(score1, score2, score_bg, fg_map, torch.zeros(2, 3, 1, 1))
+    return BASOutput(score1, score2, score_bg, fg_map, torch.zeros(2, 3, 1, 1), fg_map.mean(dim=(1, 2, 3)))
 
 
 def test_background_ratio_rules():

@@ -47,7 +47,7 @@ def early_loss(out: BASOutput, labels: torch.Tensor, alpha: float = 1.5, beta: f
         "cls": F.cross_entropy(out.score1.float(), labels),
         "fg": F.cross_entropy(out.score2.float(), labels),
         "bg": background_ratio(out.score1, out.score_bg, labels, bg_rule).mean(),
-        "area": out.fg_map.float().mean(),
+        "area": out.fg_area.float().mean(),
     }
     total = parts["cls"] + beta * parts["fg"] + parts["bg"] + alpha * parts["area"]
     return total, parts

@@ -52,6 +52,7 @@ class BASOutput:
     score_bg: (B,) background score at the label, or None when the background branch is off.
     fg_map: (B, 1, H/8, W/8) foreground map in (0, 1) of the label's class, or None without labels.
     class_maps: (B, C, H/16, W/16) class feature maps F (the CAM of the baseline).
+    fg_area: (B,) mean of each foreground map (the area term), or None without labels.
     """
 
     score1: torch.Tensor
@@ -59,6 +60,7 @@ class BASOutput:
     score_bg: torch.Tensor | None
     fg_map: torch.Tensor | None
     class_maps: torch.Tensor
+    fg_area: torch.Tensor | None = None
 
 
 class MobileNetBAS(nn.Module):
@@ -130,10 +132,10 @@ class MobileNetBAS(nn.Module):
         score1 = class_maps.mean(dim=(2, 3))
         if labels is None:
             return BASOutput(score1, None, None, None, class_maps)
-        fg, _, pooled = ops.foreground_epilogue(self.class_generator_logits(x4, labels))
+        fg, area, pooled = ops.foreground_epilogue(self.class_generator_logits(x4, labels))
         score2 = ops.guided_score(class_maps, pooled)
         score_bg = None
         if background:
             bg_maps = self.background_class_maps(ops.background_product(x4, fg))
             score_bg = bg_maps.mean(dim=(2, 3)).gather(1, labels[:, None]).squeeze(1)
-        return BASOutput(score1, score2, score_bg, fg, class_maps)
+        return BASOutput(score1, score2, score_bg, fg, class_maps, area)
