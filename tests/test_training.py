@@ -99,3 +99,21 @@ def test_command_line_rejects_bad_arguments(tmp_path, capsys):
         train_main(["--epochs", "0"])
     assert train_main([*TINY, "--data-root", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--resume"]) == 1
     assert "no checkpoint" in capsys.readouterr().out
+
+
+def test_pretrained_backbone_round_trip(tmp_path):
+    """launch/pretrain.py output loads into train.py --pretrained (pytorch-ssd format, by position)."""
+    from wsol_fast.engine.pretrain import pretrain_backbone
+    from wsol_fast.models import load_pretrained_backbone
+
+    cfg = config(tmp_path)
+    split = load_data_split(cfg, "train")
+    path = pretrain_backbone(split, tmp_path / "pre", width_mult=0.25, image_size=64, resize=73,
+                             epochs=1, batch_size=4, workers=0)
+    saved = torch.load(path, weights_only=True)
+    assert "fc.weight" in saved and "0.0.weight" in saved
+    model = MobileNetBAS(3, 0.25)
+    assert load_pretrained_backbone(model.features, path) == "pytorch-ssd"
+    assert torch.equal(model.features[13][3].weight, saved["13.3.weight"])
+    trainer = run_training(config(tmp_path, "--epochs", "1", "--pretrained", str(path)))
+    assert trainer.epoch == 1

@@ -17,6 +17,7 @@ class DataConfig:
     synthetic_train_per_class: int = 60
     synthetic_test_per_class: int = 20
     synthetic_image_size: int = 128
+    synthetic_seed: int = 0
 
 
 @dataclass

@@ -17,7 +17,7 @@ def synthetic_spec(cfg: TrainConfig) -> SyntheticSpec:
     data = cfg.data
     return SyntheticSpec(num_classes=data.synthetic_classes, train_per_class=data.synthetic_train_per_class,
                          test_per_class=data.synthetic_test_per_class, image_size=data.synthetic_image_size,
-                         seed=cfg.run.seed)
+                         seed=data.synthetic_seed)
 
 
 def load_data_split(cfg: TrainConfig, split: str):

@@ -127,7 +127,6 @@ class Trainer:
     def train_epoch(self, progress=None) -> dict:
         cfg = self.cfg
         self.model.train()
-        self.train_set.set_epoch(self.epoch)
         loader = build_loader(self.train_set, cfg.data.batch_size, shuffle=True,
                               num_workers=cfg.data.workers, seed=cfg.run.seed, epoch=self.epoch,
                               drop_last=len(self.train_set) >= cfg.data.batch_size)

@@ -1,0 +1,37 @@
+"""Pre-train the MobileNetV1 backbone as a plain classifier on a dataset's training split and save
+it as a pytorch-ssd base net for ``train.py --pretrained`` (a stand-in for ImageNet weights)."""
+import argparse
+import sys
+
+from wsol_fast.cli import add_data_arguments, data_config, positive_float, positive_int
+from wsol_fast.config import TrainConfig
+from wsol_fast.engine.pretrain import pretrain_backbone
+from wsol_fast.engine.progress import console
+from wsol_fast.engine.run import load_data_split
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="runs/default/pretrain")
+    parser.add_argument("--width", type=positive_float, default=1.0)
+    parser.add_argument("--epochs", type=positive_int, default=12)
+    parser.add_argument("--lr", type=positive_float, default=0.1, help="peak of the one-cycle schedule")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    add_data_arguments(parser)
+    args = parser.parse_args(argv)
+    cfg = TrainConfig(data=data_config(args))
+    try:
+        split = load_data_split(cfg, "train")
+        path = pretrain_backbone(split, args.out, args.width, cfg.data.image_size, cfg.data.resize,
+                                 args.epochs, args.lr, cfg.data.batch_size, cfg.data.workers,
+                                 args.seed, args.device)
+    except (FileNotFoundError, ValueError) as error:
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        return 1
+    console.print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
