@@ -166,7 +166,7 @@ def test_load_split_cub_and_errors(tmp_path, tiny_synthetic_root):
         load_split("cub", tmp_path / "nowhere", "train")
     with pytest.raises(ValueError, match="synthetic, cub, imagenet"):
         load_split("voc", tmp_path, "train")
-    with pytest.raises(NotImplementedError, match="evaluation issue"):
+    with pytest.raises(FileNotFoundError, match="class order"):
         load_split("imagenet", tmp_path, "test")
     with pytest.raises(ValueError, match="split must be one of"):
         load_split("synthetic", tmp_path / "unused", "val")

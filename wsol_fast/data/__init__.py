@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .cub import SPLITS, read_cub
 from .datasets import WSOLDataset, build_loader, derive_seed, load_rgb
+from .imagenet import UNKNOWN_SIZE, read_imagenet
 from .records import AnnotationError, ImageReadError, WSOLSplit
 from .synthetic import MARKER_NAME, SyntheticSpec, generate_synthetic, render_sample
 from .transforms import (
@@ -20,8 +21,10 @@ from .transforms import (
     scaled_resize,
     train_transform,
 )
+from .wsolevaluation import read_wsolevaluation
 
 DATASETS = ("synthetic", "cub", "imagenet")
+IMAGENET_LOAD_SPLITS = {"train": "train", "test": "val", "val": "val"}
 
 
 def load_split(
@@ -32,16 +35,16 @@ def load_split(
     "synthetic": generated into ``data_root`` first when it holds no finished synthetic set
     (with ``synthetic_spec``, default ``SyntheticSpec()``); a set generated from another spec
     raises ValueError when ``synthetic_spec`` is given and is read as is when it is None.
+    "imagenet": "train" is the train folder, "test" (or "val") the validation set.
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if dataset == "imagenet":
+        if split not in IMAGENET_LOAD_SPLITS:
+            raise ValueError(f"split must be one of {tuple(IMAGENET_LOAD_SPLITS)}, got {split!r}")
+        return read_imagenet(data_root, IMAGENET_LOAD_SPLITS[split])
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if dataset == "imagenet":
-        raise NotImplementedError(
-            "the ImageNet (ILSVRC2012 CLS-LOC) reader comes with the evaluation issue; "
-            "use 'synthetic' or 'cub' for now"
-        )
     root = Path(data_root)
     if dataset == "synthetic" and (synthetic_spec is not None or not (root / MARKER_NAME).is_file()):
         generate_synthetic(root, synthetic_spec or SyntheticSpec())
@@ -56,6 +59,7 @@ __all__ = [
     "AnnotationError",
     "ImageReadError",
     "SPLITS",
+    "UNKNOWN_SIZE",
     "SyntheticSpec",
     "WSOLDataset",
     "WSOLSplit",
@@ -67,6 +71,8 @@ __all__ = [
     "load_rgb",
     "load_split",
     "read_cub",
+    "read_imagenet",
+    "read_wsolevaluation",
     "render_sample",
     "resize_boxes",
     "resize_only_transform",

@@ -1,0 +1,168 @@
+"""Reader for the wsolevaluation metadata format (one folder per split, paths relative to an image root).
+
+Files in the metadata folder, one record a line, blank lines ignored:
+
+- ``image_ids.txt``: ``path`` (required; sets the image order);
+- ``class_labels.txt``: ``path,label`` with 0-based integer labels (required);
+- ``image_sizes.txt``: ``path,width,height`` (optional);
+- ``localization.txt``: ``path,x0,y0,x1,y1``, one line per box (optional).
+
+Fields are split at the last commas, so a path may itself hold commas. Boxes are kept as given
+(inclusive pixel indices on ImageNet, like the XML they come from). Without
+``localization.txt`` the split has (0, 4) boxes (a training split); sizes then come from
+``image_sizes.txt`` or are ``UNKNOWN_SIZE``. With boxes but no ``image_sizes.txt`` the sizes are
+read from the image headers. Malformed lines raise ``AnnotationError`` naming file and line.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from .cub import read_image_size
+from .imagenet import UNKNOWN_SIZE, numbered_lines, parse_box
+from .records import AnnotationError, WSOLSplit, annotation_error
+
+T = TypeVar("T")
+Fail = Callable[[str], AnnotationError]
+
+
+def _read_image_ids(path: Path) -> dict[str, int]:
+    """Map relative image path -> line number, in file order."""
+    image_ids: dict[str, int] = {}
+    for lineno, line in numbered_lines(path):
+        image_id = line.strip()
+        if image_id in image_ids:
+            first = image_ids[image_id]
+            raise annotation_error(path, lineno, f"duplicate image path (first on line {first})", line)
+        image_ids[image_id] = lineno
+    if not image_ids:
+        raise AnnotationError(f"{path}: no images listed")
+    return image_ids
+
+
+def _read_table(
+    path: Path,
+    image_ids: dict[str, int],
+    value_count: int,
+    parse_values: Callable[[list[str], Fail], T],
+    several_per_image: bool = False,
+) -> dict[str, list[T]]:
+    """Read ``path,value,...`` lines into image path -> parsed values (one per line).
+
+    Every image of ``image_ids`` needs a line (exactly one unless ``several_per_image``), and
+    every line an image of ``image_ids``. ``parse_values(fields, fail)`` converts the values.
+    """
+    table: dict[str, list[T]] = {}
+    for lineno, line in numbered_lines(path):
+        def fail(what: str, lineno: int = lineno, line: str = line) -> AnnotationError:
+            return annotation_error(path, lineno, what, line)
+
+        fields = line.rsplit(",", value_count)
+        if len(fields) != value_count + 1:
+            raise fail(f"expected {value_count + 1} comma-separated fields, found {len(fields)}")
+        image_id, values = fields[0].strip(), [v.strip() for v in fields[1:]]
+        if image_id not in image_ids:
+            raise fail(f"unknown image path {image_id!r} (not in image_ids.txt)")
+        if image_id in table and not several_per_image:
+            raise fail(f"duplicate line for {image_id!r}")
+        table.setdefault(image_id, []).append(parse_values(values, fail))
+    missing = [image_id for image_id in image_ids if image_id not in table]
+    if missing:
+        raise AnnotationError(
+            f"{path}: no line for {len(missing)} image(s) listed in image_ids.txt, e.g. {missing[:5]}"
+        )
+    return table
+
+
+def _label_parser(class_names_file: Path | None, num_classes: int | None) -> Callable[[list[str], Fail], int]:
+    """Parse a 0-based label, below ``num_classes`` when a class-name file gives that count."""
+
+    def parse(values: list[str], fail: Fail) -> int:
+        try:
+            label = int(values[0])
+        except ValueError:
+            raise fail(f"label is not an integer ({values[0]!r})") from None
+        if label < 0:
+            raise fail(f"label must be >= 0, found {label}")
+        if num_classes is not None and label >= num_classes:
+            raise fail(f"label {label} is not below the {num_classes} classes of {class_names_file}")
+        return label
+
+    return parse
+
+
+def _parse_size(values: list[str], fail: Fail) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in values)
+    except ValueError:
+        raise fail(f"width and height are not integers ({','.join(values)!r})") from None
+    if width <= 0 or height <= 0:
+        raise fail(f"width and height must be positive, found {width} {height}")
+    return width, height
+
+
+def _read_class_names(path: Path) -> list[str]:
+    """The class names, one a non-blank line: the k-th such line names label k - 1."""
+    names = [line.strip() for _, line in numbered_lines(path)]
+    if not names:
+        raise AnnotationError(f"{path}: no class names listed")
+    return names
+
+
+def read_wsolevaluation(
+    metadata_dir: str | Path, image_root: str | Path, class_names_file: str | Path | None = None
+) -> WSOLSplit:
+    """Read one wsolevaluation metadata folder; image ``p`` of ``image_ids.txt`` is ``image_root / p``.
+
+    Class names are ``str(label)`` for labels 0..max, or the lines of ``class_names_file``.
+    Boxes: N arrays (K, 4) float32 ``x0 y0 x1 y1`` (K >= 1 with ``localization.txt``, else 0);
+    sizes (N, 2) int64 ``width, height`` (see the module docstring when files are absent).
+    """
+    metadata_dir = Path(metadata_dir)
+    image_root = Path(image_root).resolve()
+    if not metadata_dir.is_dir():
+        raise FileNotFoundError(f"wsolevaluation metadata folder not found: {metadata_dir}")
+    if not image_root.is_dir():
+        raise FileNotFoundError(f"image root directory not found: {image_root}")
+    ids_path = metadata_dir / "image_ids.txt"
+    image_ids = _read_image_ids(ids_path)
+    image_paths = []
+    for image_id, lineno in image_ids.items():
+        path = image_root / image_id
+        if not path.is_file():
+            raise FileNotFoundError(f"image not found: {path} ({ids_path}:{lineno})")
+        image_paths.append(path)
+
+    if class_names_file is None:
+        labels = _read_table(metadata_dir / "class_labels.txt", image_ids, 1, _label_parser(None, None))
+        class_names = [str(c) for c in range(max(label for (label,) in labels.values()) + 1)]
+    else:
+        class_names_file = Path(class_names_file)
+        class_names = _read_class_names(class_names_file)
+        parse_label = _label_parser(class_names_file, len(class_names))
+        labels = _read_table(metadata_dir / "class_labels.txt", image_ids, 1, parse_label)
+
+    boxes_path, sizes_path = metadata_dir / "localization.txt", metadata_dir / "image_sizes.txt"
+    if boxes_path.is_file():
+        table = _read_table(boxes_path, image_ids, 4, parse_box, several_per_image=True)
+        boxes = [np.array(table[image_id], dtype=np.float32) for image_id in image_ids]
+    else:
+        boxes = [np.zeros((0, 4), dtype=np.float32)] * len(image_ids)
+    if sizes_path.is_file():
+        sizes_table = _read_table(sizes_path, image_ids, 2, _parse_size)
+        sizes = [sizes_table[image_id][0] for image_id in image_ids]
+    elif boxes_path.is_file():
+        sizes = [read_image_size(path) for path in image_paths]
+    else:
+        sizes = [(UNKNOWN_SIZE, UNKNOWN_SIZE)] * len(image_ids)
+    return WSOLSplit(
+        root=image_root,
+        image_paths=image_paths,
+        labels=np.array([labels[image_id][0] for image_id in image_ids], dtype=np.int64),
+        boxes=boxes,
+        sizes=np.array(sizes, dtype=np.int64).reshape(-1, 2),
+        class_names=class_names,
+    )
