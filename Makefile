@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test cuda-check clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests -q
+
+# Compile the CUDA sources of the extension with nvcc (no GPU needed), so they cannot rot.
+cuda-check: $(STAMP)
+	FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="8.0;9.0" $(PY) setup.py -q build_ext \
+		--build-temp build/cuda-check/temp --build-lib build/cuda-check/lib
 
 clean:
 	rm -rf build *.egg-info wsol_fast/_C*.so
