@@ -546,3 +546,24 @@ def test_evaluation_dispatch_uses_the_extension_by_default(monkeypatch):
         assert len(calls) == expected_calls, forced
         assert torch.equal(boxes, eval_reference.largest_component_boxes(maps, [0.2, 0.6]))
         torch.testing.assert_close(normalized, eval_reference.percentile_max_normalize(maps, 95), rtol=0, atol=0)
+
+
+def test_threshold_sweep_through_the_extension_equals_the_reference(monkeypatch):
+    """metrics.threshold_sweep_ious: one extension pass == the per-threshold reference, with
+    several (and padded, out-of-order) ground-truth boxes per image."""
+    from wsol_fast import metrics
+
+    generator = torch.Generator().manual_seed(11)
+    maps = torch.nn.functional.avg_pool2d(torch.rand(4, 1, 40, 36, generator=generator), 5, 1, 2)[:, 0]
+    maps = (maps - maps.amin(dim=(1, 2), keepdim=True)) / (maps.amax(dim=(1, 2), keepdim=True) - maps.amin(dim=(1, 2), keepdim=True))
+    gt = torch.tensor([[[2, 3, 20, 30], [0, 0, 0, 0]], [[0, 0, 0, 0], [5, 5, 35, 39]],
+                       [[1, 1, 10, 12], [12, 14, 30, 33]], [[3, 2, 33, 37], [0, 0, 0, 0]]], dtype=torch.float64)
+    valid = torch.tensor([[True, False], [False, True], [True, True], [True, False]])
+    thresholds = metrics.default_thresholds(0.01)
+    results = {}
+    for backend in ("ext", "reference"):
+        monkeypatch.setenv("WSOL_FAST_OPS", backend)
+        results[backend] = metrics.threshold_sweep_ious(maps, gt, thresholds, valid)
+    for ours, theirs in zip(results["ext"], results["reference"]):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    assert float(results["ext"][1].max()) > 0.3, "the maps overlap their boxes"

@@ -67,6 +67,30 @@ def test_late_stage_starts_from_early_and_saves_mean_maps(tmp_path):
     assert result["images"] == 6 and 0 <= result["gt_known"] <= 100
 
 
+def test_sweep_on_validation_saves_the_choice_and_evaluates_both_protocols(tmp_path):
+    run_training(config(tmp_path, "--epochs", "1", "--val-fraction", "0.25"))
+    split = load_data_split(config(tmp_path, "--val-fraction", "0.25"), "train")
+    assert len(split) == 9, "one of each class's four training images is held out"
+    checkpoint = tmp_path / "run/early/checkpoint.pt"
+    out = tmp_path / "eval.json"
+    assert evaluate_main(["--checkpoint", str(checkpoint), "--sweep", "--protocol", "both",
+                          "--cam", "top1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    chosen = load_checkpoint(checkpoint)["eval_settings"]
+    best = max(result["sweep"], key=lambda row: row["gt_known"])
+    assert (chosen["norm"], chosen["threshold"]) == (best["norm"], best["best_threshold"])
+    assert result["settings"]["threshold"] == chosen["threshold"]
+    assert {"maxboxacc", "maxboxaccv2", "gt_known", "top1_loc"} <= set(result)
+    assert evaluate_main(["--checkpoint", str(checkpoint), "--ten-crop", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["settings"]["norm"] == chosen["norm"], "saved choice is the default"
+
+
+def test_sweep_needs_a_validation_split(tmp_path, capsys):
+    run_training(config(tmp_path, "--epochs", "1"))
+    assert evaluate_main(["--checkpoint", str(tmp_path / "run/early/checkpoint.pt"), "--sweep"]) == 1
+    assert "--val-fraction" in capsys.readouterr().out
+
+
 def test_late_stage_without_early_checkpoint_is_refused(tmp_path, capsys):
     assert train_main([*TINY, "--data-root", str(tmp_path / "d"), "--out", str(tmp_path / "r"),
                        "--stage", "late"]) == 1

@@ -31,6 +31,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--resize", type=positive_int, help="resize before cropping (default image-size*256/224)")
     group.add_argument("--batch-size", type=positive_int, help="default: per dataset (CUB 32, ImageNet 128)")
     group.add_argument("--workers", type=int, default=2, help="data loader worker processes")
+    group.add_argument("--val-fraction", type=float, default=0.0,
+                       help="fraction of each class's training images held out as the validation "
+                            "split that evaluate.py --sweep chooses thresholds on")
     group.add_argument("--synthetic-classes", type=positive_int, default=10)
     group.add_argument("--synthetic-train-per-class", type=positive_int, default=60)
     group.add_argument("--synthetic-test-per-class", type=positive_int, default=20)
@@ -44,6 +47,7 @@ def data_config(args: argparse.Namespace) -> DataConfig:
         dataset=args.dataset, data_root=args.data_root or "data/synthetic", image_size=args.image_size,
         resize=args.resize or round(args.image_size * 256 / 224),
         batch_size=args.batch_size or DATASET_DEFAULTS[args.dataset]["batch_size"], workers=args.workers,
+        val_fraction=args.val_fraction,
         synthetic_classes=args.synthetic_classes, synthetic_train_per_class=args.synthetic_train_per_class,
         synthetic_test_per_class=args.synthetic_test_per_class, synthetic_image_size=args.synthetic_image_size)
 
@@ -120,12 +124,22 @@ DEFAULT_THRESHOLDS = {("bas", "cub"): 0.15, ("bas", "imagenet"): 0.5, ("bas", "s
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Evaluate a checkpoint: classification and "
-                                                 "localization accuracy on the test split.")
+    parser = argparse.ArgumentParser(description="Evaluate a checkpoint: classification and localization "
+                                                 "accuracy (BAS protocol and/or MaxBoxAcc).")
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--method", choices=("bas", "cam"), help="localization map (default: as trained)")
-    parser.add_argument("--threshold", type=float, help="fixed threshold on the normalized map")
-    parser.add_argument("--norm", default="minmax", help="minmax | max | percentile:P | pas | ivr:P")
+    parser.add_argument("--protocol", choices=("bas", "maxboxacc", "both"), default="bas")
+    parser.add_argument("--norm", help="minmax | max | percentile:P | pas[:P] | ivr:P (default: saved "
+                                       "with the checkpoint by --sweep, else minmax)")
+    parser.add_argument("--threshold", type=float, help="fixed threshold of the BAS protocol (default: "
+                                                        "saved by --sweep, else per method and dataset)")
+    parser.add_argument("--cam", default="gt", help="class whose map localizes: gt | top1 | topk:K | all")
+    parser.add_argument("--ten-crop", action="store_true", help="ten-crop classification (BAS protocol)")
+    parser.add_argument("--step", type=float, default=0.01, help="MaxBoxAcc threshold spacing (0.01 or 0.001)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="choose the threshold (and, without --norm, the normalization) by GT-known "
+                             "on the validation split, save the choice with the checkpoint, then evaluate")
+    parser.add_argument("--split", choices=("test", "val"), default="test")
     parser.add_argument("--out", help="JSON file for the results")
     parser.add_argument("--device", default="cpu")
     data = parser.add_argument_group("data (default: as in the checkpoint)")
@@ -138,40 +152,64 @@ def evaluate_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _data_config_for_evaluation(args: argparse.Namespace, cfg: TrainConfig) -> None:
+    """Apply the data flags given on the command line over the checkpoint's data config."""
+    for name in ("dataset", "data_root", "image_size", "resize", "batch_size", "workers"):
+        if getattr(args, name) is not None:
+            setattr(cfg.data, name, getattr(args, name))
+    if args.image_size is not None and args.resize is None:
+        cfg.data.resize = round(args.image_size * 256 / 224)
+
+
 def evaluate_main(argv: list[str] | None = None) -> int:
     import json
     from pathlib import Path
 
-    from .engine.evaluate import evaluate
+    from .checkpoint import atomic_save
+    from .engine.evaluate import SWEEP_NORMS, EvalSettings, evaluate, threshold_sweep
     from .engine.progress import console, results_table
     from .engine.run import load_data_split, model_from_checkpoint
-    from .data import WSOLDataset
 
     args = evaluate_parser().parse_args(argv)
     try:
         model, state = model_from_checkpoint(args.checkpoint)
         cfg = TrainConfig.from_dict(state["config"])
-        for name in ("dataset", "data_root", "image_size", "resize", "batch_size", "workers"):
-            if getattr(args, name) is not None:
-                setattr(cfg.data, name, getattr(args, name))
-        if args.image_size is not None and args.resize is None:
-            cfg.data.resize = round(args.image_size * 256 / 224)
+        _data_config_for_evaluation(args, cfg)
+        saved = state.get("eval_settings", {})
         method = args.method or cfg.loss.method
-        threshold = args.threshold if args.threshold is not None else DEFAULT_THRESHOLDS[(method, cfg.data.dataset)]
-        test_split = load_data_split(cfg, "test")
-        if test_split.num_classes != model.num_classes:
+        norm = args.norm or saved.get("norm", "minmax")
+        threshold = args.threshold if args.threshold is not None else saved.get(
+            "threshold", DEFAULT_THRESHOLDS[(method, cfg.data.dataset)])
+        settings = EvalSettings(method, norm, threshold, args.cam, args.protocol, args.ten_crop, args.step)
+        data = dict(image_size=cfg.data.image_size, resize=cfg.data.resize, batch_size=cfg.data.batch_size,
+                    device=args.device, workers=cfg.data.workers)
+        sweep = None
+        if args.sweep:
+            norms = [args.norm] if args.norm else list(SWEEP_NORMS)
+            sweep = threshold_sweep(model, load_data_split(cfg, "val"), settings, norms, **data)
+            best = max(sweep, key=lambda row: row["gt_known"])
+            settings.norm, settings.threshold = best["norm"], best["best_threshold"]
+            console.print(results_table("GT-known on the validation split (best threshold per normalization)",
+                                        sweep, ["norm", "best_threshold", "gt_known"]))
+            state["eval_settings"] = {"norm": settings.norm, "threshold": settings.threshold,
+                                      "method": method, "map_class": args.cam}
+            atomic_save(state, args.checkpoint)
+            console.print(f"saved norm={settings.norm} threshold={settings.threshold} with {args.checkpoint}")
+        split = load_data_split(cfg, args.split)
+        if split.num_classes != model.num_classes:
             raise ValueError(f"checkpoint {args.checkpoint} has {model.num_classes} classes, "
-                             f"the {cfg.data.dataset} test split has {test_split.num_classes}")
-        dataset = WSOLDataset(test_split, train=False, image_size=cfg.data.image_size, resize=cfg.data.resize)
-        result = evaluate(model, dataset, method, threshold, args.norm, cfg.data.batch_size,
-                          args.device, cfg.data.workers)
+                             f"the {cfg.data.dataset} {args.split} split has {split.num_classes}")
+        result = evaluate(model, split, settings, **data)
     except (FileNotFoundError, ValueError) as error:
         console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         return 1
-    result = {"checkpoint": str(args.checkpoint), "method": method, "norm": args.norm,
-              "threshold": threshold, "protocol": "bas", "images": len(dataset), **result}
-    console.print(results_table(f"{args.checkpoint} ({method}, {args.norm}, threshold {threshold})", [result],
-                                ["method", "top1_cls", "top5_cls", "gt_known", "top1_loc", "top5_loc"]))
+    result = {"checkpoint": str(args.checkpoint), "split": args.split, **result}
+    if sweep is not None:
+        result["sweep"] = sweep
+    columns = [c for c in ("top1_cls", "top5_cls", "gt_known", "top1_loc", "top5_loc", "maxboxacc", "maxboxaccv2")
+               if c in result]
+    console.print(results_table(f"{args.checkpoint}: {method}, {settings.norm}, threshold {settings.threshold}, "
+                                f"{args.split} split", [result], columns))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2))

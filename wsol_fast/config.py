@@ -12,6 +12,7 @@ class DataConfig:
     resize: int = 256  # resize before the crop (BAS: 256 for 224)
     batch_size: int = 32
     workers: int = 2
+    val_fraction: float = 0.0  # training images held out (per class) to choose thresholds on
     # Synthetic set (generated into data_root when absent).
     synthetic_classes: int = 10
     synthetic_train_per_class: int = 60

@@ -11,7 +11,7 @@ import abc
 import numpy as np
 import torch
 
-from .ops import evaluation
+from .ops import evaluation, ext
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 
@@ -102,8 +102,17 @@ def threshold_sweep_ious(maps: torch.Tensor, gt, thresholds,
                          gt_valid=None) -> tuple[torch.Tensor, torch.Tensor]:
     """wsolevaluation's box sweep: maps (B, H, W) normalized float, thresholds (T,) ->
     (best IoU of the largest component's box, best IoU over all components' boxes), each
-    (B, T) float64. An empty mask counts as the box [0, 0, 0, 0], as in wsolevaluation."""
+    (B, T) float64. An empty mask counts as the box [0, 0, 0, 0], as in wsolevaluation.
+    The extension does every threshold in one pass; the reference labels once per threshold."""
     levels = torch.as_tensor(thresholds, dtype=torch.float64).flatten()
+    if evaluation.use_extension(maps):
+        padded, valid = ground_truth_boxes(gt, gt_valid)
+        valid_first = torch.argsort((~valid).int(), dim=1, stable=True)
+        padded = padded.gather(1, valid_first.unsqueeze(-1).expand(-1, -1, 4))
+        valid = valid.gather(1, valid_first)
+        boxes, every = ext.largest_component_boxes_and_best_iou(maps, levels, padded.to(maps.device),
+                                                                valid.sum(dim=1).to(maps.device), empty="zero")
+        return box_iou(boxes.cpu(), padded, valid), every.cpu()
     largest_boxes = evaluation.largest_component_boxes(maps, levels, empty="zero")
     largest = box_iou(largest_boxes.cpu(), gt, gt_valid)
     zero_box = torch.zeros(1, 4, dtype=torch.int64)

@@ -9,7 +9,7 @@ from pathlib import Path
 from .cub import SPLITS, read_cub
 from .datasets import WSOLDataset, build_loader, derive_seed, load_rgb
 from .imagenet import UNKNOWN_SIZE, read_imagenet
-from .records import AnnotationError, ImageReadError, WSOLSplit
+from .records import AnnotationError, ImageReadError, WSOLSplit, hold_out
 from .synthetic import MARKER_NAME, SyntheticSpec, generate_synthetic, render_sample
 from .transforms import (
     IMAGENET_MEAN,
@@ -63,6 +63,7 @@ __all__ = [
     "SyntheticSpec",
     "WSOLDataset",
     "WSOLSplit",
+    "hold_out",
     "bas_boxes",
     "build_loader",
     "derive_seed",

@@ -64,3 +64,25 @@ class WSOLSplit:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def subset(self, indices) -> "WSOLSplit":
+        """The samples at ``indices`` (in that order), same classes."""
+        indices = [int(i) for i in indices]
+        return WSOLSplit(self.root, [self.image_paths[i] for i in indices], self.labels[indices],
+                         [self.boxes[i] for i in indices], self.sizes[indices], self.class_names)
+
+
+def hold_out(split: WSOLSplit, fraction: float, seed: int = 0) -> tuple[WSOLSplit, WSOLSplit]:
+    """Split ``split`` into (rest, validation): ``round(fraction * n_c)`` images of each class
+    (at least one where a class has two or more), chosen by a seeded permutation."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation fraction must lie in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in range(split.num_classes):
+        members = np.flatnonzero(split.labels == label)
+        count = min(len(members) - 1, max(1, round(fraction * len(members)))) if len(members) > 1 else 0
+        held.extend(rng.permutation(members)[:count].tolist())
+    held_set = set(held)
+    rest = [i for i in range(len(split)) if i not in held_set]
+    return split.subset(rest), split.subset(sorted(held))

@@ -1,48 +1,201 @@
-"""Evaluation at a fixed threshold (BAS protocol): classification from the class scores, the
-localization map of the ground-truth class resized to the input, normalized, thresholded, the
-largest 8-connected component's box, IoU with the "+1" convention against the image's boxes."""
+"""Evaluation (METHOD.md §5-6), in two protocols, from counts that simply add up over batches.
+
+* **BAS protocol**: resize 256 -> center crop 224 (scaled for other sizes), boxes clipped the same
+  way; classification top-1/top-5 (single crop, or the ten-crop softmax average); the chosen
+  class's localization map resized to the input, normalized, cut at a fixed threshold (strict
+  ``>``), the largest 8-connected component's box, IoU with the "+1" convention > 0.5.
+* **wsolevaluation protocol**: resize to the input size, no crop; the same maps swept over
+  thresholds; MaxBoxAcc (largest component) and MaxBoxAccV2 (all components, δ ∈ {0.3, 0.5, 0.7}).
+"""
+from dataclasses import asdict, dataclass
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from torch.utils.data import Dataset
 
 from .. import metrics
-from ..data import build_loader
+from ..data import WSOLDataset, build_loader, load_rgb
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..ops import evaluation as eval_ops
 
 METHODS = ("bas", "cam")
+PROTOCOLS = ("bas", "maxboxacc", "both")
+SWEEP_NORMS = ("minmax", "percentile:90", "percentile:95", "percentile:97", "percentile:99",
+               "percentile:99.5", "percentile:100")
+
+
+@dataclass
+class EvalSettings:
+    """How maps become boxes. ``map_class``: ``gt``, ``top1``, ``topk:K`` or ``all``."""
+
+    method: str = "bas"
+    norm: str = "minmax"
+    threshold: float = 0.5
+    map_class: str = "gt"
+    protocol: str = "bas"
+    ten_crop: bool = False
+    sweep_step: float = 0.01  # threshold spacing of the MaxBoxAcc sweep
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose from {METHODS}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; choose from {PROTOCOLS}")
+        parse_map_class(self.map_class)
+        eval_ops.normalize(torch.ones(1, 1, 1), self.norm)  # validates the spec
+
+
+def parse_map_class(spec: str) -> int | None:
+    """``gt`` -> None, ``top1`` -> 1, ``topk:K`` -> K, ``all`` -> 0 (every class)."""
+    if spec == "gt":
+        return None
+    if spec == "top1":
+        return 1
+    if spec == "all":
+        return 0
+    name, _, k = spec.partition(":")
+    if name == "topk" and k.isdigit() and int(k) > 0:
+        return int(k)
+    raise ValueError(f"map class {spec!r}: expected gt, top1, topk:K or all")
 
 
 @torch.no_grad()
-def localization_maps(model, images: torch.Tensor, labels: torch.Tensor, method: str):
-    """Class scores (B, C) and the ground-truth class's localization map resized to the input,
-    (B, H, W) float32: the foreground map for BAS, the class feature map F[y] for CAM."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    if method == "cam":
-        out = model(images)
-        maps = out.class_maps[torch.arange(len(labels)), labels].unsqueeze(1)
+def localization_maps(model, images: torch.Tensor, labels: torch.Tensor, method: str = "bas",
+                      map_class: str = "gt"):
+    """Class scores (B, C) and localization maps resized to the input, (B, H, W) float32: the
+    generator's maps (BAS) or the class feature maps F (CAM) of the ground-truth class, the
+    top-1 class, the mean over the top-k predicted classes, or the mean over all classes."""
+    k = parse_map_class(map_class)
+    x4 = model.backbone(images)
+    class_maps = model.classifier(x4)
+    scores = class_maps.mean(dim=(2, 3)).float()
+    rows = torch.arange(len(images), device=images.device)
+    if k is None and method == "bas":
+        maps = torch.sigmoid(model.class_generator_logits(x4, labels))
     else:
-        out = model(images, labels, background=False)
-        maps = out.fg_map
+        all_maps = class_maps if method == "cam" else model.generator_maps(x4)
+        if k is None:
+            maps = all_maps[rows, labels].unsqueeze(1)
+        elif k == 0:
+            maps = all_maps.mean(dim=1, keepdim=True)
+        else:
+            top = scores.topk(min(k, scores.shape[1]), dim=1).indices
+            maps = torch.stack([all_maps[rows, top[:, j]] for j in range(top.shape[1])], 1).mean(1, keepdim=True)
     maps = F.interpolate(maps.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
-    return out.score1.float(), maps[:, 0]
+    return scores, maps[:, 0]
+
+
+class TenCropDataset(Dataset):
+    """(10, 3, S, S) ten crops (corners, center, and their flips) of the resized image, for the
+    ten-crop classification of the BAS protocol; yields ``(crops, label, index)``."""
+
+    def __init__(self, split, image_size: int = 224, resize: int = 256):
+        self.split, self.image_size, self.resize = split, image_size, resize
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitem__(self, index):
+        image = TF.resize(load_rgb(self.split.image_paths[index], index), [self.resize, self.resize],
+                          antialias=True)
+        crops = TF.ten_crop(image, self.image_size)
+        tensors = [TF.normalize(TF.to_tensor(c), IMAGENET_MEAN, IMAGENET_STD) for c in crops]
+        return torch.stack(tensors), int(self.split.labels[index]), index
 
 
 @torch.no_grad()
-def evaluate(model, dataset, method: str = "bas", threshold: float = 0.5, norm: str = "minmax",
-             batch_size: int = 64, device: str = "cpu", workers: int = 0) -> dict:
-    """Top-1 / Top-5 classification, GT-known, Top-1 and Top-5 localization (%) over ``dataset``
-    (an evaluation-mode ``WSOLDataset``), per-image and per-class means."""
+def ten_crop_scores(model, crops: torch.Tensor) -> torch.Tensor:
+    """crops (B, 10, 3, S, S) -> (B, C) softmax averaged over the crops."""
+    batch = crops.shape[0]
+    scores = model(crops.flatten(0, 1)).score1.float().softmax(dim=1)
+    return scores.view(batch, 10, -1).mean(dim=1)
+
+
+def _ground_truth(dataset: WSOLDataset, indices) -> list[torch.Tensor]:
+    return [torch.from_numpy(dataset.eval_boxes(int(i))) for i in indices]
+
+
+@torch.no_grad()
+def evaluate_bas_protocol(model, dataset: WSOLDataset, settings: EvalSettings, batch_size: int = 64,
+                          device: str = "cpu", workers: int = 0) -> dict:
+    """Top-1/Top-5 classification and Top-1/Top-5/GT-known localization (%), per image and
+    per class, at ``settings.threshold`` on ``dataset`` (BAS eval protocol)."""
     model.eval().to(device)
     num_classes = dataset.split.num_classes
     cls_counts = metrics.ClassificationCounts(num_classes)
     loc_counts = metrics.LocalizationCounts(num_classes)
     loader = build_loader(dataset, batch_size, shuffle=False, num_workers=workers)
+    crops = None
+    if settings.ten_crop:
+        crops = iter(build_loader(TenCropDataset(dataset.split, dataset.image_size, dataset.resize),
+                                  batch_size, shuffle=False, num_workers=workers))
     for images, labels, indices in loader:
-        scores, maps = localization_maps(model, images.to(device), labels.to(device), method)
-        boxes = eval_ops.largest_component_boxes(eval_ops.normalize(maps, norm), [threshold], empty="full")
-        gt_boxes = [torch.from_numpy(dataset.eval_boxes(int(i))) for i in indices]
-        ious = metrics.box_iou(boxes[:, 0].cpu().float(), gt_boxes)
-        top1, top5 = metrics.topk_correct(scores.cpu(), labels)
-        cls_counts.update(scores.cpu(), labels)
-        loc_counts.update(ious, labels, top1, top5)
+        labels = labels.to(device)
+        scores, maps = localization_maps(model, images.to(device), labels, settings.method, settings.map_class)
+        if crops is not None:
+            scores = ten_crop_scores(model, next(crops)[0].to(device))
+        boxes = eval_ops.largest_component_boxes(eval_ops.normalize(maps, settings.norm),
+                                                 [settings.threshold], empty="full")
+        ious = metrics.box_iou(boxes[:, 0].cpu(), _ground_truth(dataset, indices))
+        top1, top5 = metrics.topk_correct(scores.cpu(), labels.cpu())
+        cls_counts.update(scores.cpu(), labels.cpu())
+        loc_counts.update(ious, labels.cpu(), top1, top5)
     return {**cls_counts.summary(), **loc_counts.summary()}
+
+
+@torch.no_grad()
+def evaluate_maxboxacc(model, dataset: WSOLDataset, settings: EvalSettings, batch_size: int = 64,
+                       device: str = "cpu", workers: int = 0) -> dict:
+    """MaxBoxAcc and MaxBoxAccV2 (%) with their best thresholds on ``dataset`` (which should use
+    the wsolevaluation transform: ``eval_protocol="wsolevaluation"``)."""
+    model.eval().to(device)
+    counts = metrics.MaxBoxAccCounts(metrics.default_thresholds(settings.sweep_step))
+    for images, labels, indices in build_loader(dataset, batch_size, shuffle=False, num_workers=workers):
+        _, maps = localization_maps(model, images.to(device), labels.to(device), settings.method,
+                                    settings.map_class)
+        largest, every = metrics.threshold_sweep_ious(eval_ops.normalize(maps, settings.norm),
+                                                      _ground_truth(dataset, indices), counts.thresholds)
+        counts.update(largest, every)
+    return counts.summary()
+
+
+def evaluate(model, split, settings: EvalSettings, image_size: int = 224, resize: int = 256,
+             batch_size: int = 64, device: str = "cpu", workers: int = 0) -> dict:
+    """Run the protocol(s) of ``settings`` on ``split``; one flat dict of results."""
+    result = {"settings": asdict(settings), "images": len(split)}
+    if settings.protocol in ("bas", "both"):
+        dataset = WSOLDataset(split, train=False, image_size=image_size, resize=resize)
+        result.update(evaluate_bas_protocol(model, dataset, settings, batch_size, device, workers))
+    if settings.protocol in ("maxboxacc", "both"):
+        dataset = WSOLDataset(split, train=False, image_size=image_size, resize=resize,
+                              eval_protocol="wsolevaluation")
+        result.update(evaluate_maxboxacc(model, dataset, settings, batch_size, device, workers))
+    return result
+
+
+@torch.no_grad()
+def threshold_sweep(model, split, settings: EvalSettings, norms=SWEEP_NORMS, thresholds=None,
+                    image_size: int = 224, resize: int = 256, batch_size: int = 64, device: str = "cpu",
+                    workers: int = 0) -> list[dict]:
+    """GT-known (%) of every (normalization, threshold) on ``split`` (a validation split), BAS
+    protocol; one row per normalization with its best threshold and the whole curve."""
+    thresholds = np.round(np.arange(0.05, 1.0, 0.05), 4) if thresholds is None else np.asarray(thresholds)
+    model.eval().to(device)
+    dataset = WSOLDataset(split, train=False, image_size=image_size, resize=resize)
+    hits = {norm: torch.zeros(len(thresholds), dtype=torch.int64) for norm in norms}
+    for images, labels, indices in build_loader(dataset, batch_size, shuffle=False, num_workers=workers):
+        _, maps = localization_maps(model, images.to(device), labels.to(device), settings.method,
+                                    settings.map_class)
+        gt = _ground_truth(dataset, indices)
+        for norm in norms:
+            boxes = eval_ops.largest_component_boxes(eval_ops.normalize(maps, norm), thresholds, empty="full")
+            hits[norm] += (metrics.box_iou(boxes.cpu(), gt) > 0.5).sum(dim=0)
+    rows = []
+    for norm in norms:
+        gt_known = 100.0 * hits[norm].double() / len(dataset)
+        best = int(torch.argmax(gt_known))  # first maximum: the lowest threshold wins ties
+        rows.append({"norm": norm, "best_threshold": float(thresholds[best]), "gt_known": float(gt_known[best]),
+                     "curve": {f"{t:g}": float(v) for t, v in zip(thresholds, gt_known)}})
+    return rows

@@ -6,7 +6,7 @@ import torch
 
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
-from ..data import SyntheticSpec, WSOLDataset, build_loader, load_split
+from ..data import SyntheticSpec, WSOLDataset, build_loader, hold_out, load_split
 from ..mean_maps import MeanMaps, class_mean_maps
 from ..models import MobileNetBAS, load_pretrained_backbone
 from .progress import console, make_progress
@@ -21,9 +21,19 @@ def synthetic_spec(cfg: TrainConfig) -> SyntheticSpec:
 
 
 def load_data_split(cfg: TrainConfig, split: str):
-    """The ``train`` or ``test`` split of the configured dataset (synthetic: generated if absent)."""
+    """The ``train``, ``val`` or ``test`` split of the configured dataset (synthetic: generated
+    if absent). With ``data.val_fraction > 0``, ``val`` is that fraction of the training split
+    (per class, fixed seed) and ``train`` is the rest; otherwise there is no ``val``."""
     spec = synthetic_spec(cfg) if cfg.data.dataset == "synthetic" else None
-    return load_split(cfg.data.dataset, cfg.data.data_root, split, synthetic_spec=spec)
+    if split == "test":
+        return load_split(cfg.data.dataset, cfg.data.data_root, "test", synthetic_spec=spec)
+    train = load_split(cfg.data.dataset, cfg.data.data_root, "train", synthetic_spec=spec)
+    if cfg.data.val_fraction <= 0:
+        if split == "val":
+            raise ValueError("no validation split: train with --val-fraction > 0 to hold one out")
+        return train
+    rest, val = hold_out(train, cfg.data.val_fraction, seed=0)
+    return val if split == "val" else rest
 
 
 def model_from_checkpoint(path: str | Path, num_classes: int | None = None) -> tuple[MobileNetBAS, dict]:

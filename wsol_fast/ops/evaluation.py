@@ -12,7 +12,7 @@ from . import ext
 from .dispatch import forced_backend
 
 
-def _use_extension(maps: torch.Tensor) -> bool:
+def use_extension(maps: torch.Tensor) -> bool:
     """Whether the extension serves ``maps``; says so (once) when it cannot."""
     backend = forced_backend()
     if backend == "reference":
@@ -29,7 +29,7 @@ def _use_extension(maps: torch.Tensor) -> bool:
 
 def percentile_max_normalize(maps: torch.Tensor, p: float = 99.0) -> torch.Tensor:
     """clamp(M / P_p(M), 0, 1) per map. (B, H, W) float -> float32."""
-    implementation = ext if _use_extension(maps) else reference
+    implementation = ext if use_extension(maps) else reference
     return implementation.percentile_max_normalize(maps, p)
 
 
@@ -43,7 +43,7 @@ def normalize(maps: torch.Tensor, spec: str) -> torch.Tensor:
 
 def largest_component_boxes(maps: torch.Tensor, thresholds, empty: str = "full") -> torch.Tensor:
     """Largest 8-connected component's box of ``maps > t`` per threshold. (B, H, W) -> (B, T, 4) int64."""
-    implementation = ext if _use_extension(maps) else reference
+    implementation = ext if use_extension(maps) else reference
     return implementation.largest_component_boxes(maps, thresholds, empty)
 
 
