@@ -123,6 +123,9 @@ def test_command_line_rejects_bad_arguments(tmp_path, capsys):
         train_main(["--epochs", "0"])
     assert train_main([*TINY, "--data-root", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--resume"]) == 1
     assert "no checkpoint" in capsys.readouterr().out
+    assert train_main([*TINY, "--data-root", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--epochs", "1"]) == 0
+    assert train_main([*TINY, "--data-root", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--epochs", "1"]) == 1
+    assert "pass --resume" in capsys.readouterr().out
 
 
 def test_pretrained_backbone_round_trip(tmp_path):

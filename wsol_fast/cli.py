@@ -107,7 +107,7 @@ def train_main(argv: list[str] | None = None) -> int:
     cfg = train_config(args)
     try:
         run_training(cfg, resume=args.resume)
-    except (FileNotFoundError, ValueError, FloatingPointError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as error:
         console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         return 1
     return 0

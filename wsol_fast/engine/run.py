@@ -80,6 +80,8 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Trainer:
     cfg.model.num_classes = train_split.num_classes
     out_dir = Path(cfg.run.out) / run_name(cfg)
     own_checkpoint = out_dir / CHECKPOINT_NAME
+    if not resume and own_checkpoint.exists():
+        raise FileExistsError(f"{own_checkpoint} exists: pass --resume to continue it, or another --out")
 
     mean_maps = None
     if resume:
