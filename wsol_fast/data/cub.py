@@ -8,29 +8,18 @@ Blank lines are ignored; anything else malformed raises ``AnnotationError`` nami
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .records import AnnotationError, ImageReadError, WSOLSplit, annotation_error
+from .records import AnnotationError, ImageReadError, WSOLSplit, annotation_error, numbered_lines
 
 SPLITS = ("train", "test")
 
 T = TypeVar("T")
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(lineno, line)`` for the non-blank lines of ``path``, line endings removed."""
-    if not path.is_file():
-        raise FileNotFoundError(f"CUB annotation file not found: {path}")
-    with open(path, encoding="utf-8") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            line = raw.rstrip("\r\n")
-            if line.strip():
-                yield lineno, line
 
 
 def _fields(path: Path, lineno: int, line: str, count: int, free_text_last: bool) -> list[str]:
@@ -50,7 +39,7 @@ def _parse_int(path: Path, lineno: int, line: str, text: str, what: str) -> int:
 
 def _read_classes(path: Path) -> list[str]:
     names = []
-    for lineno, line in _lines(path):
+    for lineno, line in numbered_lines(path):
         class_text, name = _fields(path, lineno, line, 2, free_text_last=True)
         class_id = _parse_int(path, lineno, line, class_text, "class id")
         if class_id != len(names) + 1:
@@ -66,7 +55,7 @@ def _read_classes(path: Path) -> list[str]:
 def _read_images(path: Path) -> dict[int, tuple[str, int]]:
     """Map image id -> (relative path, line number), in file order."""
     images: dict[int, tuple[str, int]] = {}
-    for lineno, line in _lines(path):
+    for lineno, line in numbered_lines(path):
         id_text, relpath = _fields(path, lineno, line, 2, free_text_last=True)
         image_id = _parse_int(path, lineno, line, id_text, "image id")
         if image_id in images:
@@ -89,7 +78,7 @@ def _read_per_image(
     ``fail(what)`` to build the error for the current line.
     """
     entries: dict[int, T] = {}
-    for lineno, line in _lines(path):
+    for lineno, line in numbered_lines(path):
         fields = _fields(path, lineno, line, value_count + 1, free_text_last=False)
         image_id = _parse_int(path, lineno, line, fields[0], "image id")
         if image_id not in image_ids:

@@ -23,14 +23,14 @@ from __future__ import annotations
 import math
 import os
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from .cub import read_image_size
-from .records import AnnotationError, WSOLSplit, annotation_error
+from .records import AnnotationError, WSOLSplit, annotation_error, numbered_lines
 
 SPLITS = ("train", "val")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
@@ -40,17 +40,6 @@ SOLUTION_CSV = "LOC_val_solution.csv"
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
 CSV_HEADER = "ImageId,PredictionString"
 BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
-
-
-def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(lineno, line)`` for the non-blank lines of ``path``, line endings (and a BOM) removed."""
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    with open(path, encoding="utf-8-sig") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            line = raw.rstrip("\r\n")
-            if line.strip():
-                yield lineno, line
 
 
 def parse_box(texts: list[str], fail: Callable[[str], AnnotationError]) -> list[float]:

@@ -1,6 +1,7 @@
 """The in-memory record of one dataset split, and the errors the data readers raise."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,17 @@ class ImageReadError(OSError):
 def annotation_error(path: Path, lineno: int, what: str, line: str) -> AnnotationError:
     """The error for line ``lineno`` (1-based) of ``path`` saying ``what`` is wrong with it."""
     return AnnotationError(f"{path}:{lineno}: {what}: {line!r}")
+
+
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(lineno, line)`` for the non-blank lines of ``path``, line endings (and a BOM) removed."""
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    with open(path, encoding="utf-8-sig") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            line = raw.rstrip("\r\n")
+            if line.strip():
+                yield lineno, line
 
 
 @dataclass

@@ -22,8 +22,8 @@ from typing import TypeVar
 import numpy as np
 
 from .cub import read_image_size
-from .imagenet import UNKNOWN_SIZE, numbered_lines, parse_box
-from .records import AnnotationError, WSOLSplit, annotation_error
+from .imagenet import UNKNOWN_SIZE, parse_box
+from .records import AnnotationError, WSOLSplit, annotation_error, numbered_lines
 
 T = TypeVar("T")
 Fail = Callable[[str], AnnotationError]
