@@ -27,7 +27,8 @@ def _want_cuda() -> bool:
 def _extension():
     cpp_sources = sorted(glob.glob("csrc/*.cpp"))
     cuda_sources = sorted(glob.glob("csrc/*.cu"))
-    cxx_flags = ["-O3", "-std=c++20"]
+    # ATen's parallel_for is inline: without OpenMP here it would run every map on one thread.
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp"]
     if _want_cuda() and cuda_sources:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         return CUDAExtension(
@@ -35,8 +36,10 @@ def _extension():
             cpp_sources + cuda_sources,
             define_macros=[("WITH_CUDA", None)],
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20"]},
+            extra_link_args=["-fopenmp"],
         )
-    return CppExtension("wsol_fast._C", cpp_sources, extra_compile_args={"cxx": cxx_flags})
+    return CppExtension("wsol_fast._C", cpp_sources, extra_compile_args={"cxx": cxx_flags},
+                        extra_link_args=["-fopenmp"])
 
 
 setup(
