@@ -4,21 +4,12 @@ Without CUDA the kernels run in the Triton interpreter on CPU tensors. Tolerance
 rtol 1e-5 / atol 1e-6; bfloat16 inputs are compared with the reference computed in float32 from
 the same bfloat16 values, rtol 1e-2 / atol 1e-3 (one bfloat16 rounding of the result).
 """
-import os
-
 import pytest
 import torch
+from kernel_testing import DEVICE
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-from wsol_fast import kernels  # noqa: E402
-from wsol_fast.kernels.utils import INTERPRETER  # noqa: E402
-from wsol_fast.ops import training, training_reference as reference  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and not INTERPRETER:
-    raise RuntimeError("no CUDA and wsol_fast.kernels was imported without TRITON_INTERPRET=1")
+from wsol_fast import kernels
+from wsol_fast.ops import training, training_reference as reference
 TOLERANCES = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.bfloat16: dict(rtol=1e-2, atol=1e-3)}
 # (B, K, H, W): odd sizes, a channel loop of several blocks, a pixel count above one block.
 SHAPES = [(3, 7, 6, 10), (2, 70, 5, 5), (2, 3, 14, 14), (1, 1, 1, 1)]

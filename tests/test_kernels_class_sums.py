@@ -4,21 +4,12 @@ Without CUDA the kernel runs in the Triton interpreter on CPU tensors (its atomi
 even for bfloat16 maps, so both dtypes run there). Tolerance: rtol 1e-5 / atol 1e-6 (float32
 sums; only the order of the atomic adds differs); counts exactly.
 """
-import os
-
 import pytest
 import torch
+from kernel_testing import DEVICE
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-from wsol_fast import kernels  # noqa: E402
-from wsol_fast.kernels.utils import INTERPRETER  # noqa: E402
-from wsol_fast.ops import training, training_reference as reference  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and not INTERPRETER:
-    raise RuntimeError("no CUDA and wsol_fast.kernels was imported without TRITON_INTERPRET=1")
+from wsol_fast import kernels
+from wsol_fast.ops import training, training_reference as reference
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)
 # (B, C, H, W): more samples than classes (labels repeat), 1600 pixels (two blocks), one pixel.
 SHAPES = [(13, 5, 6, 10), (4, 3, 40, 40), (3, 1, 1, 1)]

@@ -5,21 +5,12 @@ float32 from any input dtype (rtol 1e-5 / atol 1e-6 against the reference comput
 from the same values); the gradient ±g/(B H W) is exact up to one rounding to fg's dtype
 (bfloat16: rtol 1e-2 / atol 1e-3).
 """
-import os
-
 import pytest
 import torch
+from kernel_testing import DEVICE
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-from wsol_fast import kernels  # noqa: E402
-from wsol_fast.kernels.utils import INTERPRETER  # noqa: E402
-from wsol_fast.ops import training, training_reference as reference  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and not INTERPRETER:
-    raise RuntimeError("no CUDA and wsol_fast.kernels was imported without TRITON_INTERPRET=1")
+from wsol_fast import kernels
+from wsol_fast.ops import training, training_reference as reference
 TOLERANCES = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.bfloat16: dict(rtol=1e-2, atol=1e-3)}
 # (B, C, H, W): more samples than classes (labels repeat), 1600 pixels (two blocks), one pixel.
 SHAPES = [(7, 5, 6, 10), (3, 2, 40, 40), (1, 1, 1, 1)]
