@@ -39,6 +39,11 @@ def load_data_split(cfg: TrainConfig, split: str):
 def model_from_checkpoint(path: str | Path, num_classes: int | None = None) -> tuple[MobileNetBAS, dict]:
     """Rebuild the model saved in a checkpoint; ``num_classes`` (the dataset's) must match."""
     state = load_checkpoint(path)
+    return model_from_state(state, path, num_classes), state
+
+
+def model_from_state(state: dict, path: str | Path, num_classes: int | None = None) -> MobileNetBAS:
+    """The model of a loaded checkpoint ``state`` (read from ``path``, named in errors)."""
     saved = TrainConfig.from_dict(state["config"])
     if num_classes is not None and saved.model.num_classes != num_classes:
         raise ValueError(f"checkpoint {path} was trained for {saved.model.num_classes} classes, "
@@ -49,7 +54,7 @@ def model_from_checkpoint(path: str | Path, num_classes: int | None = None) -> t
     except RuntimeError as error:
         raise ValueError(f"checkpoint {path} does not fit MobileNetBAS(width_mult="
                          f"{saved.model.width_mult}): {error}") from error
-    return model, state
+    return model
 
 
 def compute_mean_maps(cfg: TrainConfig, model: MobileNetBAS, train_split) -> MeanMaps:
@@ -68,11 +73,13 @@ def compute_mean_maps(cfg: TrainConfig, model: MobileNetBAS, train_split) -> Mea
 
 def run_training(cfg: TrainConfig, resume: bool = False) -> Trainer:
     """Train one stage as configured; returns the finished trainer."""
+    resume_state = None
     if resume:  # the saved configuration wins; only the number of epochs may grow
         own = Path(cfg.run.out) / run_name(cfg) / CHECKPOINT_NAME
         if not own.exists():
             raise FileNotFoundError(f"--resume: no checkpoint to resume from at {own}")
-        saved = TrainConfig.from_dict(load_checkpoint(own)["config"])
+        resume_state = load_checkpoint(own)
+        saved = TrainConfig.from_dict(resume_state["config"])
         saved.optim.epochs, saved.run.out, saved.run.device = cfg.optim.epochs, cfg.run.out, cfg.run.device
         cfg = saved
     seed_everything(cfg.run.seed)
@@ -85,9 +92,9 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Trainer:
 
     mean_maps = None
     if resume:
-        model, state = model_from_checkpoint(own_checkpoint, train_split.num_classes)
-        if "mean_maps" in state:
-            mean_maps = MeanMaps(state["mean_maps"]["maps"], state["mean_maps"]["counts"])
+        model = model_from_state(resume_state, own_checkpoint, train_split.num_classes)
+        if "mean_maps" in resume_state:
+            mean_maps = MeanMaps(resume_state["mean_maps"]["maps"], resume_state["mean_maps"]["counts"])
     elif cfg.run.stage == "late":
         init = Path(cfg.run.init) if cfg.run.init else Path(cfg.run.out) / "early" / CHECKPOINT_NAME
         if not init.exists():
@@ -108,7 +115,8 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Trainer:
                             resize=cfg.data.resize, seed=cfg.run.seed)
     trainer = Trainer(cfg, model, train_set, mean_maps)
     if resume:
-        trainer.resume()
+        trainer.load_state_dict(resume_state)
+        console.print(f"resumed {own_checkpoint} after epoch {trainer.epoch}")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     console.print(f"[bold]{run_name(cfg)}[/bold]: {len(train_split)} training images, "

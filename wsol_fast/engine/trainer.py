@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from .. import losses
-from ..checkpoint import atomic_save, load_checkpoint
+from ..checkpoint import atomic_save
 from ..config import TrainConfig
 from ..data import build_loader
 from ..mean_maps import MeanMaps
 from .optim import build_optimizer, build_scheduler
-from .progress import JsonLog, console, make_progress
+from .progress import JsonLog, make_progress
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -182,11 +182,3 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = state["epoch"]
         restore_rng_state(state["rng"])
-
-    def resume(self) -> None:
-        """Continue from this run's own checkpoint."""
-        path = self.dir / CHECKPOINT_NAME
-        if not path.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint to resume from at {path}")
-        self.load_state_dict(load_checkpoint(path))
-        console.print(f"resumed {path} after epoch {self.epoch}")
