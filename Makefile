@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): requirements.txt requirements-test.txt setup.py $(wildcard csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-test.txt
-	$(PY) -m pip install -q --no-build-isolation -e .
+	$(PY) -m pip install -q --no-build-isolation --use-pep517 -e .
 	touch $(STAMP)
 
 demo: $(STAMP)

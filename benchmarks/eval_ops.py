@@ -9,6 +9,14 @@ against the OpenCV loop measured in the same run, per kind of map: "smooth" (blu
 noise, bilinearly resized: a few blobs) and "textured" (unblurred 28x28 noise: many blobs and
 long contours, which cost OpenCV more). Prints a table and writes JSON (``--out``).
 
+A second table times the whole per-image MaxBoxAcc accumulation: wsolevaluation's
+``BoxEvaluator.accumulate`` as written there (the map's peak recomputed at every threshold,
+boxes clipped to W - 1, a list of arrays concatenated, IoU against the ground truth, counts at
+δ = 0.3/0.5/0.7), reimplemented here, against this project's path for the same job
+(``metrics.threshold_sweep_ious`` + ``MaxBoxAccCounts.update``, which also does MaxBoxAccV2).
+Their counts differ slightly by design: wsolevaluation quantizes the map to uint8 and clips
+boxes to W - 1; this project thresholds the float map exactly.
+
     python benchmarks/eval_ops.py --out runs/bench/eval_ops.json
 """
 import argparse
@@ -24,6 +32,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
+from wsol_fast.metrics import MaxBoxAccCounts, threshold_sweep_ious
 from wsol_fast.ops import ext
 
 try:
@@ -72,6 +81,51 @@ def opencv_path(maps: torch.Tensor, levels: list[float], p: float) -> np.ndarray
         normalized = np.clip(scoremap / np.percentile(scoremap, p), 0, 1).astype(np.float32)
         out.append(opencv_boxes(normalized, levels_array))
     return np.stack(out)
+
+
+def wsolevaluation_accumulate(scoremap: np.ndarray, levels: np.ndarray, gt: np.ndarray,
+                              num_correct: np.ndarray) -> None:
+    """One image of wsolevaluation's BoxEvaluator.accumulate (largest contour), counting into
+    num_correct (3, T) the thresholds whose box has IoU >= 0.3 / 0.5 / 0.7 with a GT box."""
+    height, width = scoremap.shape
+    image = np.expand_dims((scoremap * 255).astype(np.uint8), 2)
+    boxes_per_level = []
+    for level in levels:
+        _, mask = cv2.threshold(image, int(level * np.max(image)), 255, cv2.THRESH_BINARY)
+        contours = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+        if not contours:
+            boxes_per_level.append(np.asarray([[0, 0, 0, 0]]))
+            continue
+        x, y, w, h = cv2.boundingRect(max(contours, key=cv2.contourArea))
+        boxes_per_level.append(np.asarray([[x, y, min(x + w, width - 1), min(y + h, height - 1)]]))
+    boxes = np.concatenate(boxes_per_level, axis=0)
+    x0 = np.maximum(boxes[:, None, 0], gt[None, :, 0])
+    y0 = np.maximum(boxes[:, None, 1], gt[None, :, 1])
+    x1 = np.minimum(boxes[:, None, 2], gt[None, :, 2])
+    y1 = np.minimum(boxes[:, None, 3], gt[None, :, 3])
+    inter = np.maximum(0, x1 - x0 + 1) * np.maximum(0, y1 - y0 + 1)
+    area_box = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    area_gt = (gt[:, 2] - gt[:, 0] + 1) * (gt[:, 3] - gt[:, 1] + 1)
+    iou = (inter / (area_box[:, None] + area_gt[None, :] - inter)).max(axis=1)
+    best = [max(iou[i:i + 1]) for i in range(len(levels))]  # one box per threshold
+    for row, delta in enumerate((0.3, 0.5, 0.7)):
+        num_correct[row][np.where(np.asarray(best) >= delta)[0]] += 1
+
+
+def wsolevaluation_path(maps, levels, p, gt):
+    levels_array = np.asarray(levels)
+    num_correct = np.zeros((3, len(levels)))
+    for scoremap in maps.numpy():
+        normalized = np.clip(scoremap / np.percentile(scoremap, p), 0, 1).astype(np.float32)
+        wsolevaluation_accumulate(normalized, levels_array, gt, num_correct)
+    return num_correct
+
+
+def project_accumulate_path(maps, levels, p, gt):
+    counts = MaxBoxAccCounts(levels)
+    normalized = ext.percentile_max_normalize(maps, p)
+    counts.update(*threshold_sweep_ious(normalized, torch.as_tensor(gt).expand(maps.shape[0], -1, -1), levels))
+    return counts.state["largest"].T.numpy()
 
 
 def reference_path(maps, levels, p):
@@ -169,6 +223,22 @@ def main() -> None:
                          "boxes_equal_reference": same})
         torch.set_num_threads(cores)
 
+    accumulate_rows = []
+    if cv2 is not None:
+        gt = np.array([[40, 50, 180, 170]])
+        for kind, count in [(kind, count) for kind in args.kinds for count in args.thresholds]:
+            maps = random_maps(kind, args.maps, args.size, seed=0)
+            levels = (np.arange(count) / count).tolist()
+            torch.set_num_threads(1)
+            base, _ = measure(lambda m, lv, p: wsolevaluation_path(m, lv, p, gt),
+                                        maps[: args.slow_maps], levels, args.percentile, args.min_seconds)
+            ours, _ = measure(lambda m, lv, p: project_accumulate_path(m, lv, p, gt),
+                                       maps, levels, args.percentile, args.min_seconds)
+            torch.set_num_threads(cores)
+            accumulate_rows.append({"maps_kind": kind, "thresholds": count, "threads": 1,
+                                    "wsolevaluation_ms_per_map": 1e3 / base, "project_ms_per_map": 1e3 / ours,
+                                    "vs_wsolevaluation": ours / base})
+
     table = Table(title=f"Percentile-max normalization (p={args.percentile:g}) + largest-component "
                         f"boxes, {args.size}x{args.size} maps")
     for column in ("maps", "thresholds", "path", "threads", "maps/s", "ms/map", "x OpenCV",
@@ -181,6 +251,15 @@ def main() -> None:
         table.add_row(row["maps_kind"], str(row["thresholds"]), row["path"], str(row["threads"]),
                       f"{row['maps_per_s']:.1f}", f"{row['ms_per_map']:.3f}", ratio, same)
     console.print(table)
+    if accumulate_rows:
+        table = Table(title="Per-image MaxBoxAcc accumulation (percentile-max normalization, boxes, IoU, "
+                            "counts), one thread")
+        for column in ("maps", "thresholds", "wsolevaluation ms/map", "wsol-fast ms/map", "x wsolevaluation"):
+            table.add_column(column, justify="left" if column == "maps" else "right")
+        for row in accumulate_rows:
+            table.add_row(row["maps_kind"], str(row["thresholds"]), f"{row['wsolevaluation_ms_per_map']:.2f}",
+                          f"{row['project_ms_per_map']:.3f}", f"{row['vs_wsolevaluation']:.1f}")
+        console.print(table)
     for note in notes:
         console.print(f"[yellow]note:[/] {note}")
 
@@ -190,7 +269,7 @@ def main() -> None:
                   "cpu": platform.processor() or platform.machine(), "cores": cores,
                   "torch": torch.__version__, "opencv": cv2.__version__ if cv2 is not None else None,
                   "gpu": torch.cuda.get_device_name() if cuda else None,
-                  "rows": rows, "notes": notes}
+                  "rows": rows, "accumulate_rows": accumulate_rows, "notes": notes}
         args.out.write_text(json.dumps(report, indent=2))
         console.print(f"wrote {args.out}")
 

@@ -3,8 +3,10 @@
 // Every pixel goes to the bucket k = number of thresholds strictly below its value, so it is in
 // the mask `map > t_j` exactly for j < k. Buckets are added from k = T down to 1 to a
 // union-find over the 8-neighbourhood (union by size, path halving; a bitmap of the mask and a
-// 3x3 lookup table give one find per run of active neighbours) that keeps, per root, the
-// size, the bounding box and the first raster index of its component; after bucket k the
+// 3x3 lookup table give one find per run of active neighbours). Each pixel stores the label of
+// the component it joined; the union-find runs over those labels, which are numbered densely
+// as components are born, so the forest and its records (size, bounding box, first raster
+// index) stay small and cache-resident while the pixels are visited out of raster order; after bucket k the
 // largest component (ties: first raster index) is the box of threshold k - 1. Component keys
 // (size, -first) only grow, so the best component is kept incrementally. With ground-truth
 // boxes the pass also keeps a max-heap of every component's IoU (stale entries dropped lazily)
@@ -70,7 +72,7 @@ class ThresholdIndex {
   std::vector<int32_t> start_;
 };
 
-// Union-find record of a root: component size, first raster (padded) index, inclusive box.
+// Union-find record of a root label: component size, first raster (padded) index, inclusive box.
 struct Component {
   int32_t size, first, x0, y0, x1, y1;
 };
@@ -123,7 +125,8 @@ class ComponentSweep {
         empty_box_{0, 0, empty_full ? width : 0, empty_full ? height : 0},
         row_words_((width + 2 + 63) / 64 + 1),
         active_bits_(static_cast<size_t>(height + 2) * row_words_),
-        parent_(static_cast<size_t>(height + 2) * (width + 2)),
+        label_(static_cast<size_t>(height + 2) * (width + 2)),
+        parent_(static_cast<size_t>(height) * width),
         components_(parent_.size()),
         bucket_(static_cast<size_t>(height) * width),
         bucket_begin_(count + 1),
@@ -141,6 +144,7 @@ class ComponentSweep {
                       " contains NaN or Inf");
     std::fill(active_bits_.begin(), active_bits_.end(), uint64_t{0});
     best_root_ = -1;
+    next_label_ = 0;
     best_size_ = 0;
     best_first_ = INT32_MAX;
     double empty_iou = 0.0;
@@ -198,7 +202,7 @@ class ComponentSweep {
     return true;
   }
 
-  int32_t find(int32_t node) {
+  int32_t find(int32_t node) {  // a label's root label
     int32_t up = parent_[node];
     if (parent_[up] == up) return up;  // the common case: one step below the root
     while (parent_[node] != node) {  // path halving
@@ -233,18 +237,18 @@ class ComponentSweep {
     std::array<int32_t, 4> met{};
     std::array<Component, 4> met_before{};
     int32_t met_count = 0;
-    int32_t root = q;
+    int32_t root;
     if (run_starts == 0) {
-      parent_[q] = q;
-      components_[q] = {1, q, pixel.x, pixel.y, pixel.x, pixel.y};
+      root = next_label_++;
+      parent_[root] = root;
+      components_[root] = {1, q, pixel.x, pixel.y, pixel.x, pixel.y};
     } else {
-      root = find(q + ring_[__builtin_ctz(run_starts)]);
+      root = find(label_[q + ring_[__builtin_ctz(run_starts)]]);
       run_starts &= run_starts - 1;
       if constexpr (kWithIoU) {
         met[met_count] = root;
         met_before[met_count++] = components_[root];
       }
-      parent_[q] = root;
       Component& joined = components_[root];
       ++joined.size;
       joined.first = std::min(joined.first, q);
@@ -253,7 +257,7 @@ class ComponentSweep {
       joined.x1 = std::max(joined.x1, pixel.x);
       joined.y1 = std::max(joined.y1, pixel.y);
       while (run_starts != 0) {
-        const int32_t other = find(q + ring_[__builtin_ctz(run_starts)]);
+        const int32_t other = find(label_[q + ring_[__builtin_ctz(run_starts)]]);
         run_starts &= run_starts - 1;
         if (other == root) continue;
         if constexpr (kWithIoU) {
@@ -263,6 +267,7 @@ class ComponentSweep {
         root = unite(root, other);
       }
     }
+    label_[q] = root;
     const Component& merged = components_[root];
     if (merged.size > best_size_ || (merged.size == best_size_ && merged.first < best_first_)) {
       best_root_ = root;
@@ -322,7 +327,9 @@ class ComponentSweep {
   std::array<int32_t, 8> ring_{};
   const int32_t row_words_;
   std::vector<uint64_t> active_bits_;  // padded raster rows of words, one bit per pixel in the mask
-  std::vector<int32_t> parent_;  // padded raster; meaningful inside the mask
+  std::vector<int32_t> label_;  // padded raster: the label a pixel of the mask joined
+  std::vector<int32_t> parent_;  // union-find over labels
+  int32_t next_label_ = 0;
   std::vector<Component> components_;
   std::vector<int32_t> bucket_;
   std::vector<int32_t> bucket_begin_;
