@@ -13,12 +13,21 @@ class DataConfig:
     batch_size: int = 32
     workers: int = 2
     val_fraction: float = 0.0  # training images held out (per class) to choose thresholds on
+    loader: str = "dali"  # "dali" (NVIDIA DALI; GPU decoding on CUDA runs) or "torch" (DataLoader)
+    skip_bad_images: bool = False  # leave out (and count) missing/corrupt images instead of failing
+    train_crop: str = "bas"  # "bas" (resize, random crop, flip) or "random-resized" (ROI-decoded)
     # Synthetic set (generated into data_root when absent).
     synthetic_classes: int = 10
     synthetic_train_per_class: int = 60
     synthetic_test_per_class: int = 20
     synthetic_image_size: int = 128
     synthetic_seed: int = 0
+
+    def __post_init__(self) -> None:
+        choices = {"loader": ("dali", "torch"), "train_crop": ("bas", "random-resized")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"data.{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Datasets: split records, the CUB reader, the synthetic WSOL set, transforms and loaders.
+"""Datasets: split records, the CUB reader, the synthetic WSOL set, transforms and loaders
+(``make_loader``: NVIDIA DALI or the torch DataLoader).
 
 ``load_split(dataset, data_root, split)`` is the entry point; ``DATASETS`` lists the names.
 """
@@ -7,7 +8,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from .cub import SPLITS, read_cub
-from .datasets import WSOLDataset, build_loader, derive_seed, load_rgb
+from .datasets import (
+    LOADERS,
+    TRAIN_CROPS,
+    SampleLoader,
+    TorchLoader,
+    WSOLDataset,
+    build_loader,
+    derive_seed,
+    epoch_indices,
+    load_rgb,
+    make_loader,
+    shard_range,
+)
 from .imagenet import UNKNOWN_SIZE, read_imagenet
 from .records import AnnotationError, ImageReadError, WSOLSplit, hold_out
 from .synthetic import MARKER_NAME, SyntheticSpec, generate_synthetic, render_sample
@@ -53,12 +66,16 @@ def load_split(
 
 __all__ = [
     "DATASETS",
+    "LOADERS",
+    "TRAIN_CROPS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MARKER_NAME",
     "AnnotationError",
     "ImageReadError",
     "SPLITS",
+    "SampleLoader",
+    "TorchLoader",
     "UNKNOWN_SIZE",
     "SyntheticSpec",
     "WSOLDataset",
@@ -67,10 +84,12 @@ __all__ = [
     "bas_boxes",
     "build_loader",
     "derive_seed",
+    "epoch_indices",
     "eval_transform",
     "generate_synthetic",
     "load_rgb",
     "load_split",
+    "make_loader",
     "read_cub",
     "read_imagenet",
     "read_wsolevaluation",
@@ -78,5 +97,6 @@ __all__ = [
     "resize_boxes",
     "resize_only_transform",
     "scaled_resize",
+    "shard_range",
     "train_transform",
 ]

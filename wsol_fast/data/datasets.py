@@ -1,22 +1,98 @@
-"""PyTorch dataset and loader over a ``WSOLSplit`` with reproducible augmentation and order."""
+"""PyTorch dataset and loaders over a ``WSOLSplit`` with reproducible augmentation and order.
+
+``make_loader`` is the one factory the engine uses: DALI (``dali_loader.DaliLoader``) or the
+torch DataLoader (``TorchLoader``), both yielding the same batches for the same seed (up to
+resize interpolation) in the same order, from the same per-rank sample lists (``epoch_indices``).
+"""
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision.transforms.functional as TF
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
+from torchvision.transforms import InterpolationMode
 
+from .dali_files import describe, file_problem, find_problems, header_problem
 from .records import ImageReadError, WSOLSplit
-from .transforms import bas_boxes, eval_transform, resize_boxes, resize_only_transform, train_transform
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    bas_boxes,
+    eval_transform,
+    resize_boxes,
+    resize_only_transform,
+    train_transform,
+)
 
 EVAL_PROTOCOLS = ("bas", "wsolevaluation")
+TRAIN_CROPS = ("bas", "random-resized")
+LOADERS = ("dali", "torch")
+FIXED_POINT = 1 << 16  # resized-crop fractions are whole numbers of 1/FIXED_POINT
+RESIZED_CROP_SCALE = (0.08, 1.0)  # crop area, as a fraction of the image area
+RESIZED_CROP_RATIO = (3 / 4, 4 / 3)  # crop aspect, relative to the image's own aspect
 
 
 def derive_seed(*parts: int) -> int:
     """A 64-bit seed that is a deterministic, well-mixed function of the integers ``parts``."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0])
+
+
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The generator of sample ``index``'s augmentation in ``epoch``."""
+    return torch.Generator().manual_seed(derive_seed(seed, epoch, index))
+
+
+def bas_crop_params(generator: torch.Generator, image_size: int, resize: int) -> tuple[int, int, bool]:
+    """``(top, left, flip)`` of the BAS crop, drawn in the order ``TrainTransform`` draws them."""
+    top, left = torch.randint(0, resize - image_size + 1, (2,), generator=generator).tolist()
+    return top, left, bool(torch.rand((), generator=generator) < 0.5)
+
+
+def resized_crop_params(generator: torch.Generator) -> tuple[int, int, int, int, bool]:
+    """``(width, height, x, y, flip)`` of a random resized crop; the first four are fractions in
+    units of 1/FIXED_POINT: width and height of the image's, and the position in the free range.
+
+    Area fraction uniform in RESIZED_CROP_SCALE, log aspect uniform in RESIZED_CROP_RATIO (relative
+    to the image's aspect, so no image size is needed); 10 tries to fit, else the whole image.
+    """
+    low, high = math.log(RESIZED_CROP_RATIO[0]), math.log(RESIZED_CROP_RATIO[1])
+    width = height = 1.0
+    for _ in range(10):
+        area, log_ratio = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
+        area = RESIZED_CROP_SCALE[0] + area * (RESIZED_CROP_SCALE[1] - RESIZED_CROP_SCALE[0])
+        ratio = math.exp(low + log_ratio * (high - low))
+        if math.sqrt(area * ratio) <= 1 and math.sqrt(area / ratio) <= 1:
+            width, height = math.sqrt(area * ratio), math.sqrt(area / ratio)
+            break
+    x, y = torch.randint(0, FIXED_POINT, (2,), generator=generator).tolist()
+    flip = bool(torch.rand((), generator=generator) < 0.5)
+    return max(1, round(width * FIXED_POINT)), max(1, round(height * FIXED_POINT)), x, y, flip
+
+
+def resized_crop_box(image_width: int, image_height: int, width: int, height: int, x: int, y: int):
+    """``(left, top, crop_width, crop_height)`` in pixels of the crop ``resized_crop_params`` drew;
+    integer arithmetic, repeated by the DALI graph (dali_pipelines) so both cut the same pixels."""
+    crop_w = max(image_width * width // FIXED_POINT, 1)
+    crop_h = max(image_height * height // FIXED_POINT, 1)
+    left = (image_width - crop_w + 1) * x // FIXED_POINT
+    top = (image_height - crop_h + 1) * y // FIXED_POINT
+    return left, top, crop_w, crop_h
+
+
+def resized_crop(image: Image.Image, params: tuple, image_size: int) -> torch.Tensor:
+    """Cut ``resized_crop_params`` out of ``image``, resize to (image_size, image_size) bilinear
+    with antialiasing, flip, normalize -> (3, image_size, image_size) float32."""
+    left, top, crop_w, crop_h = resized_crop_box(image.width, image.height, *params[:4])
+    image = TF.resized_crop(image, top, left, crop_h, crop_w, [image_size, image_size],
+                            interpolation=InterpolationMode.BILINEAR, antialias=True)
+    if params[4]:
+        image = TF.hflip(image)
+    return TF.normalize(TF.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD)
 
 
 def load_rgb(path: Path, index: int) -> Image.Image:
@@ -31,7 +107,8 @@ def load_rgb(path: Path, index: int) -> Image.Image:
 class WSOLDataset(Dataset):
     """Images of a split as ``(image (3, S, S) float32, label int, index int)``.
 
-    Train mode applies the BAS augmentation with a ``torch.Generator`` seeded from
+    Train mode applies the ``train_crop`` augmentation ("bas": resize, random crop, flip;
+    "random-resized": ``resized_crop``) with a ``torch.Generator`` seeded from
     ``(seed, epoch, index)``, so a sample's augmentation depends on neither worker count nor
     order; call ``set_epoch`` before each epoch. Eval mode applies the test transform of
     ``eval_protocol``: ``"bas"`` (resize, center crop) or ``"wsolevaluation"`` (resize only);
@@ -46,15 +123,19 @@ class WSOLDataset(Dataset):
         resize: int = 256,
         seed: int = 0,
         eval_protocol: str = "bas",
+        train_crop: str = "bas",
     ) -> None:
         if eval_protocol not in EVAL_PROTOCOLS:
             raise ValueError(f"eval_protocol must be one of {EVAL_PROTOCOLS}, got {eval_protocol!r}")
+        if train_crop not in TRAIN_CROPS:
+            raise ValueError(f"train_crop must be one of {TRAIN_CROPS}, got {train_crop!r}")
         self.split = split
         self.train = train
         self.image_size = image_size
         self.resize = resize
         self.seed = seed
         self.eval_protocol = eval_protocol
+        self.train_crop = train_crop
         self.epoch = 0
         if train:
             self.transform = train_transform(image_size, resize)
@@ -74,8 +155,11 @@ class WSOLDataset(Dataset):
         index = int(index)
         image = load_rgb(self.split.image_paths[index], index)
         if self.train:
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, index))
-            tensor = self.transform(image, generator)
+            generator = sample_generator(self.seed, self.epoch, index)
+            if self.train_crop == "bas":
+                tensor = self.transform(image, generator)
+            else:
+                tensor = resized_crop(image, resized_crop_params(generator), self.image_size)
         else:
             tensor = self.transform(image)
         return tensor, int(self.split.labels[index]), index
@@ -116,3 +200,166 @@ def build_loader(
         drop_last=drop_last,
         persistent_workers=False,
     )
+
+
+def shard_range(count: int, shard_id: int, num_shards: int) -> tuple[int, int]:
+    """``[start, stop)`` of shard ``shard_id`` of ``count`` items in contiguous blocks, as DALI's
+    readers split a dataset (``count * shard_id // num_shards``); sizes differ by at most one."""
+    if not 0 <= shard_id < num_shards:
+        raise ValueError(f"need 0 <= shard_id < num_shards, got shard_id={shard_id}, num_shards={num_shards}")
+    return count * shard_id // num_shards, count * (shard_id + 1) // num_shards
+
+
+def epoch_indices(candidates: np.ndarray, shuffle: bool, seed: int, epoch: int, shard_id: int = 0,
+                  num_shards: int = 1) -> np.ndarray:
+    """(M,) int64 dataset indices that rank ``shard_id`` reads in ``epoch``, in reading order.
+
+    Training (``shuffle``): ``candidates`` permuted by ``torch.randperm`` seeded from
+    ``(seed, epoch)``; every rank takes an equal block of ``len // num_shards`` (equal step counts;
+    the few left over change every epoch). Evaluation: ``candidates`` in order, split by
+    ``shard_range``, so every sample is read exactly once over all ranks.
+    """
+    candidates = np.asarray(candidates, dtype=np.int64)
+    if shuffle:
+        generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
+        order = candidates[torch.randperm(len(candidates), generator=generator).numpy()]
+        shard_range(len(order), shard_id, num_shards)  # validates the ids
+        per_rank = len(order) // num_shards
+        return order[shard_id * per_rank:(shard_id + 1) * per_rank]
+    start, stop = shard_range(len(candidates), shard_id, num_shards)
+    return candidates[start:stop]
+
+
+def checked_indices(paths: list[Path], skip_bad_images: bool) -> tuple[np.ndarray, list]:
+    """``(indices to read (N',) int64, skipped [(index, path, problem)])`` of ``paths``.
+
+    Every file must exist and be non-empty, else ImageReadError naming the files; with
+    ``skip_bad_images`` such files, and files that fail ``dali_files.header_problem`` (unknown
+    format, truncated JPEG/PNG), are left out and counted instead.
+    """
+    problems = find_problems(paths, range(len(paths)), header_problem if skip_bad_images else file_problem)
+    if problems and not skip_bad_images:
+        raise ImageReadError(f"{describe(problems)} (pass --skip-bad-images to leave such files out)")
+    if problems:
+        warnings.warn(f"skipping {describe(problems)}", RuntimeWarning, stacklevel=3)
+    bad = {index for index, _, _ in problems}
+    return np.array([i for i in range(len(paths)) if i not in bad], dtype=np.int64), problems
+
+
+class SampleLoader:
+    """What both loaders share: the checked sample list, the per-epoch order of this rank, the
+    batch count and the record of skipped images (``skipped``: ``[(index, path, problem)]``).
+
+    Iterate to get ``(images (B, 3, S, S) float32, labels (B,) int64, indices (B,) int64)``
+    batches of one epoch; call ``set_epoch`` before each epoch.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool = False, drop_last: bool = False,
+                 shard_id: int = 0, num_shards: int = 1, skip_bad_images: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        shard_range(0, shard_id, num_shards)  # validates the ids
+        self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
+        self.shard_id, self.num_shards, self.skip_bad_images = shard_id, num_shards, skip_bad_images
+        self.seed = int(getattr(dataset, "seed", 0))
+        self.epoch = 0
+        self.candidates, self.skipped = checked_indices(dataset.split.image_paths, skip_bad_images)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the order (training) and augmentation of epoch ``epoch``."""
+        self.epoch = int(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def epoch_indices(self) -> np.ndarray:
+        """Dataset indices this rank reads this epoch, in order."""
+        return epoch_indices(self.candidates, self.shuffle, self.seed, self.epoch, self.shard_id, self.num_shards)
+
+    def batch_count(self, samples: int) -> int:
+        return samples // self.batch_size if self.drop_last else -(-samples // self.batch_size)
+
+    def __len__(self) -> int:
+        return self.batch_count(len(self.epoch_indices()))
+
+    def record_skipped(self, problems: list) -> None:
+        """Count images found bad while reading (skip mode) and say so."""
+        self.skipped.extend(problems)
+        warnings.warn(f"skipping {describe(problems)} ({len(self.skipped)} skipped in all)", RuntimeWarning,
+                      stacklevel=3)
+
+
+class SkippingDataset(Dataset):
+    """``dataset``'s items, or ``(None, index, problem)`` for an image that cannot be read."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.dataset[index]
+        except ImageReadError as error:
+            return None, int(index), str(error)
+
+
+def collate_skipping(samples: list) -> tuple:
+    """``(batch or None, [(index, problem)])``: the readable samples collated, the rest listed."""
+    good = [sample for sample in samples if sample[0] is not None]
+    bad = [(index, problem) for image, index, problem in samples if image is None]
+    return (default_collate(good) if good else None), bad
+
+
+class TorchLoader(SampleLoader):
+    """The torch DataLoader path: ``workers`` processes, one DataLoader per epoch over
+    ``epoch_indices`` (skip mode: unreadable images dropped from their batch and counted)."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, workers: int = 0, **options) -> None:
+        super().__init__(dataset, batch_size, **options)
+        self.workers = workers
+
+    def __str__(self) -> str:
+        return f"torch DataLoader, {self.workers} worker processes"
+
+    def __iter__(self):
+        source = SkippingDataset(self.dataset) if self.skip_bad_images else self.dataset
+        loader = DataLoader(source, batch_size=self.batch_size, sampler=self.epoch_indices().tolist(),
+                            num_workers=self.workers, drop_last=self.drop_last, persistent_workers=False,
+                            collate_fn=collate_skipping if self.skip_bad_images else None)
+        for batch in loader:
+            if self.skip_bad_images:
+                batch, bad = batch
+                if bad:
+                    self.record_skipped([(i, self.dataset.split.image_paths[i], p) for i, p in bad])
+                if batch is None:
+                    continue
+            yield batch
+
+
+def make_loader(dataset: Dataset, batch_size: int, loader: str = "dali", shuffle: bool = False,
+                drop_last: bool = False, workers: int = 2, device: str = "cpu", shard_id: int = 0,
+                num_shards: int = 1, skip_bad_images: bool = False) -> SampleLoader:
+    """The loader of ``dataset`` (a WSOLDataset; the torch path takes any dataset with a ``split``).
+
+    ``loader="dali"``: DALI with ``workers`` threads, decoding on the GPU when ``device`` is CUDA;
+    when DALI is not importable it says so (RuntimeWarning) and uses the torch path.
+    ``loader="torch"``: DataLoader with ``workers`` processes. ``shuffle``: training order
+    (a function of ``(dataset.seed, epoch)``); ``shard_id``/``num_shards``: this rank's part.
+    """
+    if loader not in LOADERS:
+        raise ValueError(f"loader must be one of {LOADERS}, got {loader!r}")
+    options = dict(shuffle=shuffle, drop_last=drop_last, shard_id=shard_id, num_shards=num_shards,
+                   skip_bad_images=skip_bad_images)
+    if loader == "dali":
+        from .dali_pipelines import dali_import_error
+
+        error = dali_import_error()
+        if error is None:
+            from .dali_loader import DaliLoader
+
+            return DaliLoader(dataset, batch_size, workers=workers, device=device, **options)
+        warnings.warn(f"loader 'dali': NVIDIA DALI is not importable ({error}); loading with the torch "
+                      "DataLoader instead (pip install nvidia-dali-cuda130, or pass --loader torch)",
+                      RuntimeWarning, stacklevel=2)
+    return TorchLoader(dataset, batch_size, workers=workers, **options)

@@ -16,7 +16,7 @@ import torchvision.transforms.functional as TF
 from torch.utils.data import Dataset
 
 from .. import metrics
-from ..data import WSOLDataset, build_loader, load_rgb
+from ..data import WSOLDataset, load_rgb, make_loader
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..ops import evaluation as eval_ops
 
@@ -117,25 +117,36 @@ def _ground_truth(dataset: WSOLDataset, indices) -> list[torch.Tensor]:
     return [torch.from_numpy(dataset.eval_boxes(int(i))) for i in indices]
 
 
+def _ten_crop_batch(crops, indices: torch.Tensor) -> torch.Tensor:
+    """The next ten-crop batch, which must hold the samples ``indices`` of the main loader."""
+    batch, _, crop_indices = next(crops)
+    if not torch.equal(crop_indices.cpu(), indices.cpu()):
+        raise ValueError("ten-crop batches out of step with the main loader (an image skipped by one "
+                         "loader only): evaluate with --loader torch")
+    return batch
+
+
 @torch.no_grad()
 def evaluate_bas_protocol(model, dataset: WSOLDataset, settings: EvalSettings, batch_size: int = 64,
-                          device: str = "cpu", workers: int = 0) -> dict:
+                          device: str = "cpu", workers: int = 0, loader: str = "dali",
+                          skip_bad_images: bool = False) -> dict:
     """Top-1/Top-5 classification and Top-1/Top-5/GT-known localization (%), per image and
-    per class, at ``settings.threshold`` on ``dataset`` (BAS eval protocol)."""
+    per class, at ``settings.threshold`` on ``dataset`` (BAS eval protocol). ``loader``:
+    "dali" or "torch" (the ten crops always come from the torch DataLoader)."""
     model.eval().to(device)
     num_classes = dataset.split.num_classes
     cls_counts = metrics.ClassificationCounts(num_classes)
     loc_counts = metrics.LocalizationCounts(num_classes)
-    loader = build_loader(dataset, batch_size, shuffle=False, num_workers=workers)
+    options = dict(workers=workers, device=device, skip_bad_images=skip_bad_images)
     crops = None
     if settings.ten_crop:
-        crops = iter(build_loader(TenCropDataset(dataset.split, dataset.image_size, dataset.resize),
-                                  batch_size, shuffle=False, num_workers=workers))
-    for images, labels, indices in loader:
+        crops = iter(make_loader(TenCropDataset(dataset.split, dataset.image_size, dataset.resize),
+                                 batch_size, loader="torch", **options))
+    for images, labels, indices in make_loader(dataset, batch_size, loader=loader, **options):
         labels = labels.to(device)
         scores, maps = localization_maps(model, images.to(device), labels, settings.method, settings.map_class)
         if crops is not None:
-            scores = ten_crop_scores(model, next(crops)[0].to(device))
+            scores = ten_crop_scores(model, _ten_crop_batch(crops, indices).to(device))
         boxes = eval_ops.largest_component_boxes(eval_ops.normalize(maps, settings.norm),
                                                  [settings.threshold], empty="full")
         ious = metrics.box_iou(boxes[:, 0].cpu(), _ground_truth(dataset, indices))
@@ -147,12 +158,15 @@ def evaluate_bas_protocol(model, dataset: WSOLDataset, settings: EvalSettings, b
 
 @torch.no_grad()
 def evaluate_maxboxacc(model, dataset: WSOLDataset, settings: EvalSettings, batch_size: int = 64,
-                       device: str = "cpu", workers: int = 0) -> dict:
+                       device: str = "cpu", workers: int = 0, loader: str = "dali",
+                       skip_bad_images: bool = False) -> dict:
     """MaxBoxAcc and MaxBoxAccV2 (%) with their best thresholds on ``dataset`` (which should use
     the wsolevaluation transform: ``eval_protocol="wsolevaluation"``)."""
     model.eval().to(device)
     counts = metrics.MaxBoxAccCounts(metrics.default_thresholds(settings.sweep_step))
-    for images, labels, indices in build_loader(dataset, batch_size, shuffle=False, num_workers=workers):
+    batches = make_loader(dataset, batch_size, loader=loader, workers=workers, device=device,
+                          skip_bad_images=skip_bad_images)
+    for images, labels, indices in batches:
         _, maps = localization_maps(model, images.to(device), labels.to(device), settings.method,
                                     settings.map_class)
         largest, every = metrics.threshold_sweep_ious(eval_ops.normalize(maps, settings.norm),
@@ -162,39 +176,46 @@ def evaluate_maxboxacc(model, dataset: WSOLDataset, settings: EvalSettings, batc
 
 
 def evaluate(model, split, settings: EvalSettings, image_size: int = 224, resize: int = 256,
-             batch_size: int = 64, device: str = "cpu", workers: int = 0) -> dict:
+             batch_size: int = 64, device: str = "cpu", workers: int = 0, loader: str = "dali",
+             skip_bad_images: bool = False) -> dict:
     """Run the protocol(s) of ``settings`` on ``split``; one flat dict of results."""
     result = {"settings": asdict(settings), "images": len(split)}
+    options = dict(batch_size=batch_size, device=device, workers=workers, loader=loader,
+                   skip_bad_images=skip_bad_images)
     if settings.protocol in ("bas", "both"):
         dataset = WSOLDataset(split, train=False, image_size=image_size, resize=resize)
-        result.update(evaluate_bas_protocol(model, dataset, settings, batch_size, device, workers))
+        result.update(evaluate_bas_protocol(model, dataset, settings, **options))
     if settings.protocol in ("maxboxacc", "both"):
         dataset = WSOLDataset(split, train=False, image_size=image_size, resize=resize,
                               eval_protocol="wsolevaluation")
-        result.update(evaluate_maxboxacc(model, dataset, settings, batch_size, device, workers))
+        result.update(evaluate_maxboxacc(model, dataset, settings, **options))
     return result
 
 
 @torch.no_grad()
 def threshold_sweep(model, split, settings: EvalSettings, norms=SWEEP_NORMS, thresholds=None,
                     image_size: int = 224, resize: int = 256, batch_size: int = 64, device: str = "cpu",
-                    workers: int = 0) -> list[dict]:
+                    workers: int = 0, loader: str = "dali", skip_bad_images: bool = False) -> list[dict]:
     """GT-known (%) of every (normalization, threshold) on ``split`` (a validation split), BAS
     protocol; one row per normalization with its best threshold and the whole curve."""
     thresholds = np.round(np.arange(0.05, 1.0, 0.05), 4) if thresholds is None else np.asarray(thresholds)
     model.eval().to(device)
     dataset = WSOLDataset(split, train=False, image_size=image_size, resize=resize)
     hits = {norm: torch.zeros(len(thresholds), dtype=torch.int64) for norm in norms}
-    for images, labels, indices in build_loader(dataset, batch_size, shuffle=False, num_workers=workers):
+    seen = 0
+    batches = make_loader(dataset, batch_size, loader=loader, workers=workers, device=device,
+                          skip_bad_images=skip_bad_images)
+    for images, labels, indices in batches:
         _, maps = localization_maps(model, images.to(device), labels.to(device), settings.method,
                                     settings.map_class)
         gt = _ground_truth(dataset, indices)
+        seen += len(indices)
         for norm in norms:
             boxes = eval_ops.largest_component_boxes(eval_ops.normalize(maps, norm), thresholds, empty="full")
             hits[norm] += (metrics.box_iou(boxes.cpu(), gt) > 0.5).sum(dim=0)
     rows = []
     for norm in norms:
-        gt_known = 100.0 * hits[norm].double() / len(dataset)
+        gt_known = 100.0 * hits[norm].double() / max(seen, 1)
         best = int(torch.argmax(gt_known))  # first maximum: the lowest threshold wins ties
         rows.append({"norm": norm, "best_threshold": float(thresholds[best]), "gt_known": float(gt_known[best]),
                      "curve": {f"{t:g}": float(v) for t, v in zip(thresholds, gt_known)}})

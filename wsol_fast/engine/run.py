@@ -6,7 +6,7 @@ import torch
 
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
-from ..data import SyntheticSpec, WSOLDataset, build_loader, hold_out, load_split
+from ..data import SyntheticSpec, WSOLDataset, hold_out, load_split, make_loader
 from ..mean_maps import MeanMaps, class_mean_maps
 from ..models import MobileNetBAS, load_pretrained_backbone
 from .progress import console, make_progress
@@ -60,7 +60,8 @@ def model_from_state(state: dict, path: str | Path, num_classes: int | None = No
 def compute_mean_maps(cfg: TrainConfig, model: MobileNetBAS, train_split) -> MeanMaps:
     """Class-mean foreground maps over every training image (test transform, eval mode)."""
     dataset = WSOLDataset(train_split, train=False, image_size=cfg.data.image_size, resize=cfg.data.resize)
-    loader = build_loader(dataset, cfg.data.batch_size, shuffle=False, num_workers=cfg.data.workers)
+    loader = make_loader(dataset, cfg.data.batch_size, loader=cfg.data.loader, workers=cfg.data.workers,
+                         device=cfg.run.device, skip_bad_images=cfg.data.skip_bad_images)
     with make_progress() as progress:
         task = progress.add_task("class-mean maps", total=len(dataset), info="")
         maps, counts = class_mean_maps(model.to(cfg.run.device), loader, cfg.model.num_classes,
@@ -112,7 +113,7 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Trainer:
             console.print(f"backbone initialized from {cfg.model.pretrained} ({kind} format)")
 
     train_set = WSOLDataset(train_split, train=True, image_size=cfg.data.image_size,
-                            resize=cfg.data.resize, seed=cfg.run.seed)
+                            resize=cfg.data.resize, seed=cfg.run.seed, train_crop=cfg.data.train_crop)
     trainer = Trainer(cfg, model, train_set, mean_maps)
     if resume:
         trainer.load_state_dict(resume_state)
@@ -120,6 +121,7 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Trainer:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     console.print(f"[bold]{run_name(cfg)}[/bold]: {len(train_split)} training images, "
-                  f"{cfg.model.num_classes} classes, device {cfg.run.device}, threads {torch.get_num_threads()}")
+                  f"{cfg.model.num_classes} classes, device {cfg.run.device}, threads {torch.get_num_threads()}, "
+                  f"loader: {trainer.loader}")
     trainer.fit()
     return trainer

@@ -1,0 +1,149 @@
+"""The DALI loader: one DALI pipeline per epoch over this rank's sample list, batches as torch tensors.
+
+Each epoch the host fixes the list of samples this rank reads (``SampleLoader.epoch_indices``:
+the training permutation of ``(seed, epoch)``, or this rank's block of the evaluation split) and
+builds a pipeline that reads exactly those files in that order. The reader pads the last batch
+by repeating its last sample; those repeats are cut off here, so every listed sample is yielded
+exactly once, and the indices DALI returns are checked against the list batch by batch, so a
+label can never be paired with another sample's image. Training parameters (crop, flip) are
+drawn on the host exactly as the torch path draws them and fed to DALI per iteration.
+
+When DALI fails on a batch (a file that does not decode), the files of that batch and of those
+in flight are decoded on the host to find the culprit; the error names it, or, with
+``skip_bad_images``, the culprit is counted and left out and the epoch goes on from that batch
+with a fresh pipeline.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from .dali_files import describe, undecodable
+from .dali_pipelines import build_pipeline, crop_window
+from .datasets import SampleLoader, WSOLDataset, bas_crop_params, resized_crop_params, sample_generator
+from .records import ImageReadError
+
+PREFETCH = 2  # batches DALI prepares ahead of the one being consumed
+
+
+class OutOfStepError(RuntimeError):
+    """DALI returned other samples than the host listed (a bug, never an input problem)."""
+
+
+class DaliLoader(SampleLoader):
+    """Batches ``(images (B, 3, S, S) float32, labels (B,) int64, indices (B,) int64)`` of a
+    ``WSOLDataset`` through DALI with ``workers`` threads. ``device`` CUDA: nvJPEG decoding
+    (``"mixed"``) and images on that GPU; else CPU mode (``device_id=None``) and CPU tensors.
+    Labels and indices are always CPU tensors (labels looked up on the host by index)."""
+
+    def __init__(self, dataset: WSOLDataset, batch_size: int, workers: int = 2, device: str = "cpu",
+                 **options) -> None:
+        if not isinstance(dataset, WSOLDataset):
+            raise TypeError(f"the DALI loader reads WSOLDataset transforms only, got {type(dataset).__name__}; "
+                            "use loader='torch' for other datasets")
+        super().__init__(dataset, batch_size, **options)
+        self.num_threads = max(1, int(workers))
+        self.device = torch.device(device)
+        self.decoder_device = "mixed" if self.device.type == "cuda" else "cpu"
+
+    def __str__(self) -> str:
+        return f"DALI, {self.decoder_device} decoding, {self.num_threads} threads"
+
+    @property
+    def phase(self) -> str:
+        if not self.dataset.train:
+            return "evaluation"
+        return "bas_train" if self.dataset.train_crop == "bas" else "resized_crop_train"
+
+    def sample_params(self, index: int) -> tuple:
+        """The host-drawn training parameters of sample ``index`` this epoch, as DALI takes them."""
+        data = self.dataset
+        generator = sample_generator(data.seed, self.epoch, index)
+        if self.phase == "bas_train":
+            top, left, flip = bas_crop_params(generator, data.image_size, data.resize)
+            start, end = crop_window(top, left, data.image_size, data.resize)
+            return np.array(start, dtype=np.float32), np.array(end, dtype=np.float32), np.int32(flip)
+        width, height, x, y, flip = resized_crop_params(generator)
+        return np.int64(width), np.int64(height), np.int64(x), np.int64(y), np.int32(flip)
+
+    def params_source(self, samples: np.ndarray):
+        """``external_source`` callback: parameters of the samples of iteration ``info.iteration``,
+        following the reader through its padded last batch and its wrap to the next pass."""
+        batch, count = self.batch_size, len(samples)
+        padded = -(-count // batch) * batch  # the reader pads the last batch whatever drop_last says
+
+        def source(info):
+            positions = np.minimum((info.iteration * batch + np.arange(batch)) % padded, count - 1)
+            params = [self.sample_params(int(samples[p])) for p in positions]
+            return tuple([np.array(value) for value in column] for column in zip(*params))
+
+        return source
+
+    def build(self, samples: np.ndarray):
+        """A built pipeline reading ``samples`` in order (GPU decoding falls back to the CPU, loudly)."""
+        data = self.dataset
+        resize = data.resize if data.eval_protocol == "bas" or data.train else data.image_size
+        arguments = dict(files=[str(data.split.image_paths[i]) for i in samples], indices=samples.tolist(),
+                         image_size=data.image_size, resize=resize, batch_size=self.batch_size,
+                         num_threads=self.num_threads, prefetch=PREFETCH,
+                         params_source=None if self.phase == "evaluation" else self.params_source(samples))
+        if self.decoder_device == "mixed":
+            try:
+                device_id = self.device.index if self.device.index is not None else torch.cuda.current_device()
+                return build_pipeline(self.phase, decoder_device="mixed", device_id=device_id, **arguments)
+            except (RuntimeError, AssertionError) as error:
+                warnings.warn(f"DALI GPU decoding (device='mixed') is unavailable on {self.device}: {error}; "
+                              "decoding on the CPU instead", RuntimeWarning, stacklevel=2)
+                self.decoder_device = "cpu"
+        return build_pipeline(self.phase, decoder_device="cpu", device_id=None, **arguments)
+
+    def read_batch(self, pipeline, expected: np.ndarray):
+        """The next batch of ``pipeline``, cut to the ``expected`` samples and checked against them."""
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        images, indices = pipeline.run()
+        indices = np.asarray(indices.as_tensor()).reshape(-1).astype(np.int64)[:len(expected)]
+        if not np.array_equal(indices, expected):
+            raise OutOfStepError(f"DALI returned samples {indices.tolist()} where {expected.tolist()} were due")
+        on_gpu = self.decoder_device == "mixed"
+        size = self.dataset.image_size
+        out = torch.empty((self.batch_size, 3, size, size), dtype=torch.float32,
+                          device=self.device if on_gpu else "cpu")
+        feed_ndarray(images.as_tensor(), out, cuda_stream=torch.cuda.current_stream(self.device) if on_gpu else None)
+        labels = torch.from_numpy(self.dataset.split.labels[indices])
+        return out[:len(expected)], labels, torch.from_numpy(indices)
+
+    def culprits(self, samples: np.ndarray, first: int, error: RuntimeError) -> list:
+        """The bad files among the batch that failed at ``samples[first]`` and the batches in flight."""
+        suspects = samples[first:first + (PREFETCH + 1) * self.batch_size]
+        found = undecodable(self.dataset.split.image_paths, suspects, str(error))
+        if not found:
+            files = ", ".join(str(self.dataset.split.image_paths[i]) for i in suspects[:self.batch_size])
+            raise RuntimeError(f"DALI failed on the batch of {files}; no file of it fails to decode on the "
+                               f"host: {error}") from error
+        if not self.skip_bad_images:
+            raise ImageReadError(f"{describe(found)} (pass --skip-bad-images to leave such files out)") from error
+        return found
+
+    def __iter__(self):
+        samples = self.epoch_indices()
+        batch = self.batch_size
+        while len(samples):
+            pipeline = self.build(samples)
+            for step in range(self.batch_count(len(samples))):
+                expected = samples[step * batch:(step + 1) * batch]
+                try:
+                    result = self.read_batch(pipeline, expected)
+                except OutOfStepError:
+                    raise
+                except RuntimeError as error:
+                    found = self.culprits(samples, step * batch, error)
+                    self.record_skipped(found)
+                    bad = {index for index, _, _ in found}
+                    samples = np.array([i for i in samples[step * batch:] if i not in bad], dtype=np.int64)
+                    break
+                yield result
+            else:
+                return
