@@ -50,6 +50,7 @@ setup(
     package_dir={"wsol_fast.kernels": "kernels"},
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=False)},
+    entry_points={"console_scripts": ["wsol-fast = wsol_fast.cli:main"]},
     python_requires=">=3.10",
     install_requires=["torch", "torchvision", "numpy", "rich", "pillow"],
 )

@@ -17,6 +17,9 @@ def atomic_save(obj, path: str | Path) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:  # full disk, quota (torch.save reports them as RuntimeError)
+        raise OSError(f"could not write checkpoint {path}: {error}; the previous file there, if any, "
+                      "is unchanged") from error
     finally:
         tmp.unlink(missing_ok=True)
     directory = os.open(path.parent, os.O_RDONLY)

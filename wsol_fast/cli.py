@@ -3,6 +3,7 @@ import argparse
 import sys
 
 from .config import DATASET_DEFAULTS, DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from .data.records import ImageReadError
 from .losses import BACKGROUND_RULES, DATASET_LOSS_WEIGHTS
 
 DATASETS = tuple(DATASET_DEFAULTS)
@@ -30,7 +31,14 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image-size", type=positive_int, default=224, help="network input (crop) size")
     group.add_argument("--resize", type=positive_int, help="resize before cropping (default image-size*256/224)")
     group.add_argument("--batch-size", type=positive_int, help="default: per dataset (CUB 32, ImageNet 128)")
-    group.add_argument("--workers", type=int, default=2, help="data loader worker processes")
+    group.add_argument("--workers", type=int, default=2,
+                       help="data loader threads (DALI) or worker processes (torch)")
+    group.add_argument("--loader", choices=("dali", "torch"), default="dali",
+                       help="NVIDIA DALI (GPU decoding on CUDA runs, else CPU) or the torch DataLoader")
+    group.add_argument("--skip-bad-images", action="store_true",
+                       help="leave out (and count) missing, truncated or undecodable images instead of failing")
+    group.add_argument("--train-crop", choices=("bas", "random-resized"), default="bas",
+                       help="training augmentation: BAS resize + random crop + flip, or random resized crop")
     group.add_argument("--val-fraction", type=float, default=0.0,
                        help="fraction of each class's training images held out as the validation "
                             "split that evaluate.py --sweep chooses thresholds on")
@@ -47,7 +55,8 @@ def data_config(args: argparse.Namespace) -> DataConfig:
         dataset=args.dataset, data_root=args.data_root or "data/synthetic", image_size=args.image_size,
         resize=args.resize or round(args.image_size * 256 / 224),
         batch_size=args.batch_size or DATASET_DEFAULTS[args.dataset]["batch_size"], workers=args.workers,
-        val_fraction=args.val_fraction,
+        val_fraction=args.val_fraction, loader=args.loader, skip_bad_images=args.skip_bad_images,
+        train_crop=args.train_crop,
         synthetic_classes=args.synthetic_classes, synthetic_train_per_class=args.synthetic_train_per_class,
         synthetic_test_per_class=args.synthetic_test_per_class, synthetic_image_size=args.synthetic_image_size)
 
@@ -107,7 +116,7 @@ def train_main(argv: list[str] | None = None) -> int:
     cfg = train_config(args)
     try:
         run_training(cfg, resume=args.resume)
-    except (FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError, FloatingPointError, ImageReadError) as error:
         console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         return 1
     return 0
@@ -142,6 +151,12 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=("test", "val"), default="test")
     parser.add_argument("--out", help="JSON file for the results")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--save-vis", type=positive_int, metavar="N",
+                        help="also write a grid PNG of N images of the split: maps and boxes of the "
+                             "checkpoint (and of --vis-checkpoints) side by side")
+    parser.add_argument("--vis-checkpoints", nargs="+", default=[], metavar="CKPT",
+                        help="more checkpoints for the --save-vis grid (e.g. CAM, early, late)")
+    parser.add_argument("--vis-out", help="grid PNG (default: OUT with _grid.png, else next to the checkpoint)")
     data = parser.add_argument_group("data (default: as in the checkpoint)")
     data.add_argument("--dataset", choices=DATASETS)
     data.add_argument("--data-root")
@@ -149,12 +164,16 @@ def evaluate_parser() -> argparse.ArgumentParser:
     data.add_argument("--resize", type=positive_int)
     data.add_argument("--batch-size", type=positive_int)
     data.add_argument("--workers", type=int)
+    data.add_argument("--loader", choices=("dali", "torch"), help="NVIDIA DALI or the torch DataLoader")
+    data.add_argument("--skip-bad-images", action="store_true", default=None,
+                      help="leave out (and count) unreadable images instead of failing")
     return parser
 
 
 def _data_config_for_evaluation(args: argparse.Namespace, cfg: TrainConfig) -> None:
     """Apply the data flags given on the command line over the checkpoint's data config."""
-    for name in ("dataset", "data_root", "image_size", "resize", "batch_size", "workers"):
+    for name in ("dataset", "data_root", "image_size", "resize", "batch_size", "workers", "loader",
+                 "skip_bad_images"):
         if getattr(args, name) is not None:
             setattr(cfg.data, name, getattr(args, name))
     if args.image_size is not None and args.resize is None:
@@ -182,7 +201,8 @@ def evaluate_main(argv: list[str] | None = None) -> int:
             "threshold", DEFAULT_THRESHOLDS[(method, cfg.data.dataset)])
         settings = EvalSettings(method, norm, threshold, args.cam, args.protocol, args.ten_crop, args.step)
         data = dict(image_size=cfg.data.image_size, resize=cfg.data.resize, batch_size=cfg.data.batch_size,
-                    device=args.device, workers=cfg.data.workers)
+                    device=args.device, workers=cfg.data.workers, loader=cfg.data.loader,
+                    skip_bad_images=cfg.data.skip_bad_images)
         sweep = None
         if args.sweep:
             norms = [args.norm] if args.norm else list(SWEEP_NORMS)
@@ -200,10 +220,20 @@ def evaluate_main(argv: list[str] | None = None) -> int:
             raise ValueError(f"checkpoint {args.checkpoint} has {model.num_classes} classes, "
                              f"the {cfg.data.dataset} {args.split} split has {split.num_classes}")
         result = evaluate(model, split, settings, **data)
-    except (FileNotFoundError, ValueError) as error:
+        if args.save_vis:
+            from .visualize import save_eval_grid
+            default_vis = (Path(args.out).with_name(Path(args.out).stem + "_grid.png") if args.out
+                           else Path(args.checkpoint).parent / f"eval_grid_{args.split}.png")
+            vis = save_eval_grid([args.checkpoint, *args.vis_checkpoints], args.split, args.save_vis,
+                                 args.vis_out or default_vis, norm=args.norm, threshold=args.threshold,
+                                 map_class=args.cam, data=cfg.data, device=args.device)
+            console.print(f"saved {vis}")
+    except (FileNotFoundError, ValueError, ImageReadError) as error:
         console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         return 1
     result = {"checkpoint": str(args.checkpoint), "split": args.split, **result}
+    if args.save_vis:
+        result["vis"] = str(vis)
     if sweep is not None:
         result["sweep"] = sweep
     columns = [c for c in ("top1_cls", "top5_cls", "gt_known", "top1_loc", "top5_loc", "maxboxacc", "maxboxaccv2")
@@ -214,3 +244,19 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``wsol-fast`` console script: ``wsol-fast {train,evaluate,localize} ...`` (each has ``--help``)."""
+    from .localize import localize_main  # localize imports this module: load it on use
+
+    commands = {"train": train_main, "evaluate": evaluate_main, "localize": localize_main}
+    usage = f"usage: wsol-fast {{{','.join(commands)}}} ...   (wsol-fast COMMAND --help for its options)"
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage)
+        return 0
+    if not argv or argv[0] not in commands:
+        print(usage + (f"\nerror: unknown command {argv[0]!r}" if argv else ""), file=sys.stderr)
+        return 2
+    return commands[argv[0]](argv[1:])

@@ -1,6 +1,7 @@
 """Single-process training loop for the early, late and CAM-baseline runs.
 
-One epoch: a loader whose order is a function of (seed, epoch), forward, the stage's loss,
+One epoch: a loader (``data.loader``: DALI or the torch DataLoader, built once, set to each
+epoch) whose order is a function of (seed, epoch), forward, the stage's loss,
 backward, SGD step; losses are summed on the device and read back only every ``log_every``
 steps (where a NaN or Inf stops the run before the next checkpoint can be written). After
 every epoch a checkpoint with everything needed to resume is written atomically.
@@ -17,7 +18,7 @@ import torch
 from .. import losses
 from ..checkpoint import atomic_save
 from ..config import TrainConfig
-from ..data import build_loader
+from ..data import make_loader
 from ..mean_maps import MeanMaps
 from .optim import build_optimizer, build_scheduler
 from .progress import JsonLog, make_progress
@@ -92,6 +93,10 @@ class Trainer:
         self.device = torch.device(cfg.run.device)
         self.model = model.to(self.device)
         self.train_set = train_set
+        data = cfg.data
+        self.loader = make_loader(train_set, data.batch_size, loader=data.loader, shuffle=True,
+                                  drop_last=len(train_set) >= data.batch_size, workers=data.workers,
+                                  device=cfg.run.device, skip_bad_images=data.skip_bad_images)
         self.mean_maps = mean_maps
         self.mean_maps_device = None if mean_maps is None else mean_maps.maps.to(self.device)
         self.optimizer = build_optimizer(model, cfg.optim)
@@ -127,9 +132,8 @@ class Trainer:
     def train_epoch(self, progress=None) -> dict:
         cfg = self.cfg
         self.model.train()
-        loader = build_loader(self.train_set, cfg.data.batch_size, shuffle=True,
-                              num_workers=cfg.data.workers, seed=cfg.run.seed, epoch=self.epoch,
-                              drop_last=len(self.train_set) >= cfg.data.batch_size)
+        loader = self.loader
+        loader.set_epoch(self.epoch)
         task = None if progress is None else progress.add_task(
             f"{run_name(cfg)} epoch {self.epoch + 1}/{cfg.optim.epochs}", total=len(loader), info="")
         stats, start = EpochStats(), time.perf_counter()
@@ -148,7 +152,8 @@ class Trainer:
             raise ValueError(f"no training batch: {len(self.train_set)} images, batch size {cfg.data.batch_size}")
         seconds = time.perf_counter() - start
         record = {"run": run_name(cfg), "epoch": self.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
-                  **stats.means(), "images_per_s": stats.images / seconds, "seconds": seconds}
+                  **stats.means(), "images_per_s": stats.images / seconds, "seconds": seconds,
+                  "skipped_images": len(loader.skipped)}
         self.scheduler.step()
         self.epoch += 1
         return record
@@ -158,7 +163,10 @@ class Trainer:
         records = []
         with make_progress() as progress:
             while self.epoch < self.cfg.optim.epochs:
-                record = self.train_epoch(progress)
+                try:
+                    record = self.train_epoch(progress)
+                except NonFiniteLossError as error:
+                    raise NonFiniteLossError(f"epoch {self.epoch + 1}: {error}; stopped. {self._kept()}") from error
                 self.save()
                 self.log.write(record)
                 records.append(record)
@@ -175,6 +183,13 @@ class Trainer:
 
     def save(self) -> Path:
         return atomic_save(self.state_dict(), self.dir / CHECKPOINT_NAME)
+
+    def _kept(self) -> str:
+        """Which checkpoint survives a failed epoch (for error messages)."""
+        path = self.dir / CHECKPOINT_NAME
+        if path.exists():
+            return f"The last good checkpoint is kept: {path} (after epoch {self.epoch})"
+        return "No checkpoint was written"
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
