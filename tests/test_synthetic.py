@@ -120,7 +120,7 @@ def test_interrupted_generation_leaves_nothing_behind(tmp_path, tiny_synthetic_s
 
 @pytest.mark.parametrize("image_size", [48, 97, 128])
 def test_box_is_exactly_the_object_and_part_is_small(image_size):
-    spec = SyntheticSpec(num_classes=6, image_size=image_size, seed=5)
+    spec = SyntheticSpec(num_classes=6, image_size=image_size, seed=5, part_probability=1.0)
     for class_index in range(spec.num_classes):
         for sample_index in range(3):
             sample = render_sample(spec, class_index, sample_index)
@@ -135,7 +135,7 @@ def test_box_is_exactly_the_object_and_part_is_small(image_size):
 
 
 def test_part_carries_the_class_unique_colours():
-    spec = SyntheticSpec(num_classes=12, image_size=96, seed=2)
+    spec = SyntheticSpec(num_classes=12, image_size=96, seed=2, part_probability=1.0)
     codes = [style.part_code for style in class_styles(spec)]
     assert len(set(codes)) == len(codes)
     for class_index, (_, first, second) in enumerate(codes):
@@ -176,10 +176,37 @@ def body_hue_accuracy(spec: SyntheticSpec, samples: int) -> float:
     return correct / (spec.num_classes * samples)
 
 
-def test_body_hue_is_only_weakly_class_informative():
+def test_body_hue_is_class_evidence_that_overlap_blurs():
     spec = SyntheticSpec(num_classes=10, image_size=48, distractor_count_range=(0, 0), seed=1)
-    assert 0.15 < body_hue_accuracy(spec, 16) < 0.7  # chance is 0.1
+    assert body_hue_accuracy(spec, 16) > 0.5  # chance is 0.1
+    assert 0.15 < body_hue_accuracy(replace(spec, body_hue_overlap=1.0), 16) < 0.7
     assert body_hue_accuracy(replace(spec, body_hue_overlap=0.0), 4) > 0.9
+
+
+@pytest.mark.parametrize("probability", [0.0, 0.5, 1.0])
+def test_part_appears_with_its_probability(probability):
+    spec = SyntheticSpec(num_classes=4, image_size=48, seed=3, part_probability=probability)
+    has_part = [render_sample(spec, c, i).part_mask.any() for c in range(4) for i in range(16)]
+    assert abs(np.mean(has_part) - probability) < 0.15
+
+
+def mean_saturation_outside_object(spec: SyntheticSpec, samples: int) -> float:
+    """Mean HSV saturation of the pixels outside the object that differ most from the background
+    trend (the distractors), over ``samples`` images of class 0."""
+    values = []
+    for sample_index in range(samples):
+        sample = render_sample(spec, 0, sample_index)
+        pixels = sample.image[~sample.object_mask].astype(np.float32) / 255
+        saturation = (pixels.max(1) - pixels.min(1)) / np.maximum(pixels.max(1), 1e-6)
+        values.append(np.quantile(saturation, 0.95))
+    return float(np.mean(values))
+
+
+def test_distractors_are_desaturated_by_the_knob():
+    spec = SyntheticSpec(num_classes=4, image_size=64, seed=4, distractor_count_range=(3, 3))
+    grey = mean_saturation_outside_object(replace(spec, distractor_saturation=0.0), 8)
+    coloured = mean_saturation_outside_object(replace(spec, distractor_saturation=1.0), 8)
+    assert coloured > grey + 0.1
 
 
 @pytest.mark.parametrize(
@@ -192,6 +219,8 @@ def test_body_hue_is_only_weakly_class_informative():
         ({"object_scale_range": (0.8, 0.5)}, "object_scale_range"),
         ({"part_area_fraction": 0.0}, "part_area_fraction"),
         ({"body_hue_overlap": -1.0}, "body_hue_overlap"),
+        ({"part_probability": 1.5}, "part_probability"),
+        ({"distractor_saturation": -0.1}, "distractor_saturation"),
         ({"distractor_count_range": (3, 1)}, "distractor_count_range"),
         ({"jpeg_quality": 0}, "jpeg_quality"),
     ],
