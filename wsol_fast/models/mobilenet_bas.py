@@ -107,13 +107,16 @@ class MobileNetBAS(nn.Module):
 
     def class_generator_logits(self, x4: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Generator logits of one class per sample, (B, 1, H/8, W/8): the label's 3x3 filter
-        only, as a grouped convolution (C times cheaper than all maps, same function)."""
-        batch, channels, height, width = x4.shape
-        weight = self.loc_head.weight[labels]  # (B, K, 3, 3)
-        logits = nn.functional.conv2d(
-            x4.reshape(1, batch * channels, height, width), weight, padding=1, groups=batch
-        )
-        return logits.reshape(batch, 1, height, width) + self.loc_head.bias[labels].view(-1, 1, 1, 1)
+        only (C times cheaper than all maps, same function). One batched matmul gives the
+        responses of the filter's 9 taps at every pixel, (B, 9, H, W); a fixed one-hot 3x3
+        convolution adds them up shifted into place (the grouped convolution that does the
+        same is 10-20x slower on the CPU, backward included)."""
+        batch, _, height, width = x4.shape
+        taps = self.loc_head.weight[labels].flatten(2).transpose(1, 2)  # (B, 9, K)
+        responses = torch.bmm(taps, x4.flatten(2)).view(batch, 9, height, width)
+        shift_and_add = torch.eye(9, device=x4.device, dtype=responses.dtype).view(1, 9, 3, 3)
+        logits = nn.functional.conv2d(responses, shift_and_add, padding=1)
+        return logits + self.loc_head.bias[labels].view(-1, 1, 1, 1)
 
     def background_class_maps(self, x_bg: torch.Tensor) -> torch.Tensor:
         """Tail + classifier on the background input with detached weights and cloned BN
