@@ -141,7 +141,7 @@ def test_truncated_checkpoint_is_refused_by_every_command(trained_root, tmp_path
 
 def test_checkpoints_load_weights_only_and_nothing_else(trained, tmp_path):
     state = torch.load(trained, map_location="cpu", weights_only=True)
-    assert {"config", "model", "optimizer", "scheduler", "rng", "epoch"} <= set(state)
+    assert {"config", "model", "deepspeed", "scheduler", "rng", "epoch"} <= set(state)
     marker = tmp_path / "code-ran"
 
     class Payload:

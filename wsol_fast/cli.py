@@ -1,5 +1,6 @@
 """Command lines of ``launch/train.py`` (and the parsers the other entry points share)."""
 import argparse
+import os
 import sys
 
 from .config import DATASET_DEFAULTS, DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
@@ -69,11 +70,26 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", choices=("bas", "cam"), default="bas")
     parser.add_argument("--out", default="runs/default", help="run folder; each stage writes OUT/<cam|early|late>/")
     parser.add_argument("--init", help="late stage: early checkpoint to start from (default OUT/early/checkpoint.pt)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/<stage>/checkpoint.pt")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/<stage>/checkpoint.pt (and the DeepSpeed checkpoint it names), "
+                             "mid-epoch included")
+    parser.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                        help="also checkpoint every N optimizer steps (a fault loses at most N steps; 0: "
+                             "at epoch ends only)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--device", default="auto",
+                        help="auto (DeepSpeed's accelerator: cuda:LOCAL_RANK, else cpu), cpu or cuda[:N]")
     parser.add_argument("--log-every", type=positive_int, default=20, help="steps between loss read-backs")
     add_data_arguments(parser)
+    distributed = parser.add_argument_group("distributed (run under `deepspeed launch/train.py ...`)")
+    distributed.add_argument("--grad-accum", type=positive_int, default=1,
+                             help="micro-batches per optimizer step; --batch-size is the global batch "
+                                  "= micro-batch x grad-accum x processes")
+    distributed.add_argument("--sync-bn", action="store_true",
+                             help="BatchNorm statistics over the global batch (all processes)")
+    distributed.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # set by the launcher
+    from .engine.distributed import deepspeed_module
+    deepspeed_module().add_config_arguments(parser)  # --deepspeed_config (launch/configs/*.json)
     model = parser.add_argument_group("model")
     model.add_argument("--width", type=positive_float, default=1.0, help="width multiplier (1.0 = paper)")
     model.add_argument("--pretrained", help="MobileNetV1 ImageNet weights (pytorch-ssd base net or timm mobilenetv1_100)")
@@ -101,9 +117,11 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         loss=LossConfig(method=args.method, alpha=weights["alpha"] if args.alpha is None else args.alpha,
                         beta=weights["beta"] if args.beta is None else args.beta, bg_rule=args.bg_rule, lam=args.lam),
         optim=OptimConfig(lr=args.lr, weight_decay=args.weight_decay, epochs=epochs,
-                          milestones=defaults["milestones"] if args.milestones is None else args.milestones),
+                          milestones=defaults["milestones"] if args.milestones is None else args.milestones,
+                          grad_accum=args.grad_accum),
         run=RunConfig(stage=args.stage, out=args.out, seed=args.seed, device=args.device, init=args.init,
-                      log_every=args.log_every),
+                      log_every=args.log_every, deepspeed_config=args.deepspeed_config, sync_bn=args.sync_bn,
+                      checkpoint_every=args.checkpoint_every),
     )
 
 
@@ -111,14 +129,19 @@ def train_main(argv: list[str] | None = None) -> int:
     args = train_parser().parse_args(argv)
     if args.method == "cam" and args.stage == "late":
         raise SystemExit("error: the CAM baseline has no late stage")
-    from .engine.run import run_training
+    if args.checkpoint_every < 0:
+        raise SystemExit(f"error: --checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    from .engine import distributed
     from .engine.progress import console
+    from .engine.run import run_training
     cfg = train_config(args)
     try:
         run_training(cfg, resume=args.resume)
     except (FileNotFoundError, FileExistsError, ValueError, FloatingPointError, ImageReadError) as error:
         console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         return 1
+    if args.local_rank >= 0 or distributed.world_size() > 1:  # a launched process: leave the group
+        distributed.shutdown()
     return 0
 
 
@@ -151,6 +174,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=("test", "val"), default="test")
     parser.add_argument("--out", help="JSON file for the results")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # set by deepspeed
     parser.add_argument("--save-vis", type=positive_int, metavar="N",
                         help="also write a grid PNG of N images of the split: maps and boxes of the "
                              "checkpoint (and of --vis-checkpoints) side by side")
@@ -185,11 +209,14 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from .checkpoint import atomic_save
+    from .engine import distributed
     from .engine.evaluate import SWEEP_NORMS, EvalSettings, evaluate, threshold_sweep
     from .engine.progress import console, results_table
     from .engine.run import load_data_split, model_from_checkpoint
 
     args = evaluate_parser().parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under `deepspeed launch/evaluate.py`: each rank a shard
+        distributed.init_process_group()
     try:
         model, state = model_from_checkpoint(args.checkpoint)
         cfg = TrainConfig.from_dict(state["config"])
@@ -213,7 +240,8 @@ def evaluate_main(argv: list[str] | None = None) -> int:
                                         sweep, ["norm", "best_threshold", "gt_known"]))
             state["eval_settings"] = {"norm": settings.norm, "threshold": settings.threshold,
                                       "method": method, "map_class": args.cam}
-            atomic_save(state, args.checkpoint)
+            if distributed.is_main():
+                atomic_save(state, args.checkpoint)
             console.print(f"saved norm={settings.norm} threshold={settings.threshold} with {args.checkpoint}")
         split = load_data_split(cfg, args.split)
         if split.num_classes != model.num_classes:
@@ -231,6 +259,8 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, ImageReadError) as error:
         console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         return 1
+    if not distributed.is_main():  # every rank holds the all-reduced result; rank 0 reports it
+        return 0
     result = {"checkpoint": str(args.checkpoint), "split": args.split, **result}
     if args.save_vis:
         result["vis"] = str(vis)

@@ -61,18 +61,22 @@ class OptimConfig:
     epochs: int = 100
     milestones: list[int] = field(default_factory=lambda: [80])
     gamma: float = 0.1
+    grad_accum: int = 1  # micro-batches per optimizer step (batch_size = micro x grad_accum x ranks)
 
 
 @dataclass
 class RunConfig:
-    """Stage, output folder, seed and logging."""
+    """Stage, output folder, seed, logging and the DeepSpeed run."""
 
     stage: str = "early"
     out: str = "runs/default"
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # "auto": the DeepSpeed accelerator's (cuda:LOCAL_RANK or cpu)
     init: str | None = None  # early-stage checkpoint the late stage starts from
     log_every: int = 20  # steps between progress read-backs of the losses
+    deepspeed_config: str | None = None  # DeepSpeed JSON (launch/configs/); None: fp32, no ZeRO
+    sync_bn: bool = False  # BatchNorm statistics over the global batch (all ranks)
+    checkpoint_every: int = 0  # optimizer steps between mid-epoch checkpoints (0: epoch ends only)
 
 
 @dataclass

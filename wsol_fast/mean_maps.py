@@ -11,12 +11,14 @@ from .checkpoint import atomic_save
 
 @torch.no_grad()
 def class_mean_maps(model, loader, num_classes: int, device: torch.device | str = "cpu",
-                    progress=None) -> tuple[torch.Tensor, torch.Tensor]:
+                    progress=None, reduce=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean ground-truth-class foreground map per class.
 
     ``loader`` yields batches whose first two items are images (B, 3, H, W) and labels (B,).
     Returns ``maps`` (C, H/8, W/8) float32 (zero for a class without images) and ``counts`` (C,)
     int64. ``progress`` is an optional callable taking the number of images just processed.
+    ``reduce``: an in-place sum over processes (e.g. ``distributed.all_reduce_sum_``) applied to
+    the per-class sums and counts before dividing, when each process read a shard of the data.
     """
     was_training = model.training
     model.eval()
@@ -35,6 +37,9 @@ def class_mean_maps(model, loader, num_classes: int, device: torch.device | str 
         model.train(was_training)
     if sums is None:
         raise ValueError("class_mean_maps: the loader yielded no batch")
+    if reduce is not None:
+        reduce(sums)
+        reduce(counts)
     maps = sums / counts.clamp(min=1).to(sums.dtype).view(-1, 1, 1)
     return maps, counts
 

@@ -215,9 +215,12 @@ def epoch_indices(candidates: np.ndarray, shuffle: bool, seed: int, epoch: int, 
     """(M,) int64 dataset indices that rank ``shard_id`` reads in ``epoch``, in reading order.
 
     Training (``shuffle``): ``candidates`` permuted by ``torch.randperm`` seeded from
-    ``(seed, epoch)``; every rank takes an equal block of ``len // num_shards`` (equal step counts;
-    the few left over change every epoch). Evaluation: ``candidates`` in order, split by
-    ``shard_range``, so every sample is read exactly once over all ranks.
+    ``(seed, epoch)``; rank r takes every ``num_shards``-th sample from position r on, an equal
+    ``len // num_shards`` each (equal step counts; the few left over change every epoch). So with
+    a per-rank batch b, step k of all ranks together reads permutation positions
+    ``[k*b*num_shards, (k+1)*b*num_shards)``: the same global batch as one process with batch
+    ``b*num_shards``. Evaluation: ``candidates`` in order, split by ``shard_range``, so every
+    sample is read exactly once over all ranks.
     """
     candidates = np.asarray(candidates, dtype=np.int64)
     if shuffle:
@@ -225,7 +228,7 @@ def epoch_indices(candidates: np.ndarray, shuffle: bool, seed: int, epoch: int, 
         order = candidates[torch.randperm(len(candidates), generator=generator).numpy()]
         shard_range(len(order), shard_id, num_shards)  # validates the ids
         per_rank = len(order) // num_shards
-        return order[shard_id * per_rank:(shard_id + 1) * per_rank]
+        return order[:per_rank * num_shards][shard_id::num_shards]
     start, stop = shard_range(len(candidates), shard_id, num_shards)
     return candidates[start:stop]
 
@@ -263,17 +266,23 @@ class SampleLoader:
         self.shard_id, self.num_shards, self.skip_bad_images = shard_id, num_shards, skip_bad_images
         self.seed = int(getattr(dataset, "seed", 0))
         self.epoch = 0
+        self.start_batch = 0
         self.candidates, self.skipped = checked_indices(dataset.split.image_paths, skip_bad_images)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the order (training) and augmentation of epoch ``epoch``."""
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the order (training) and augmentation of epoch ``epoch``, starting at its batch
+        ``start_batch`` (a resume mid-epoch: the first ``start_batch`` batches are left out)."""
+        if start_batch < 0:
+            raise ValueError(f"start_batch must be >= 0, got {start_batch}")
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
 
     def epoch_indices(self) -> np.ndarray:
-        """Dataset indices this rank reads this epoch, in order."""
-        return epoch_indices(self.candidates, self.shuffle, self.seed, self.epoch, self.shard_id, self.num_shards)
+        """Dataset indices this rank reads this epoch from batch ``start_batch`` on, in order."""
+        indices = epoch_indices(self.candidates, self.shuffle, self.seed, self.epoch, self.shard_id,
+                                self.num_shards)
+        return indices[self.start_batch * self.batch_size:]
 
     def batch_count(self, samples: int) -> int:
         return samples // self.batch_size if self.drop_last else -(-samples // self.batch_size)

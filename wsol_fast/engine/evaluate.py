@@ -19,6 +19,7 @@ from .. import metrics
 from ..data import WSOLDataset, load_rgb, make_loader
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..ops import evaluation as eval_ops
+from . import distributed
 
 METHODS = ("bas", "cam")
 PROTOCOLS = ("bas", "maxboxacc", "both")
@@ -113,6 +114,19 @@ def ten_crop_scores(model, crops: torch.Tensor) -> torch.Tensor:
     return scores.view(batch, 10, -1).mean(dim=1)
 
 
+def _shard() -> dict:
+    """This process's part of an evaluation split (all of it alone): every image exactly once."""
+    return dict(shard_id=distributed.rank(), num_shards=distributed.world_size())
+
+
+def _all_reduce_counts(*counts) -> None:
+    """Sum metric counts over the processes, so every one holds the whole split's counts."""
+    for accumulator in counts:
+        state = accumulator.state_dict()
+        accumulator.load_state_dict({name: distributed.all_reduce_sum_(value.to(distributed.device())).cpu()
+                                     for name, value in state.items()} if distributed.world_size() > 1 else state)
+
+
 def _ground_truth(dataset: WSOLDataset, indices) -> list[torch.Tensor]:
     return [torch.from_numpy(dataset.eval_boxes(int(i))) for i in indices]
 
@@ -137,7 +151,7 @@ def evaluate_bas_protocol(model, dataset: WSOLDataset, settings: EvalSettings, b
     num_classes = dataset.split.num_classes
     cls_counts = metrics.ClassificationCounts(num_classes)
     loc_counts = metrics.LocalizationCounts(num_classes)
-    options = dict(workers=workers, device=device, skip_bad_images=skip_bad_images)
+    options = dict(workers=workers, device=device, skip_bad_images=skip_bad_images, **_shard())
     crops = None
     if settings.ten_crop:
         crops = iter(make_loader(TenCropDataset(dataset.split, dataset.image_size, dataset.resize),
@@ -153,6 +167,7 @@ def evaluate_bas_protocol(model, dataset: WSOLDataset, settings: EvalSettings, b
         top1, top5 = metrics.topk_correct(scores.cpu(), labels.cpu())
         cls_counts.update(scores.cpu(), labels.cpu())
         loc_counts.update(ious, labels.cpu(), top1, top5)
+    _all_reduce_counts(cls_counts, loc_counts)
     return {**cls_counts.summary(), **loc_counts.summary()}
 
 
@@ -165,13 +180,14 @@ def evaluate_maxboxacc(model, dataset: WSOLDataset, settings: EvalSettings, batc
     model.eval().to(device)
     counts = metrics.MaxBoxAccCounts(metrics.default_thresholds(settings.sweep_step))
     batches = make_loader(dataset, batch_size, loader=loader, workers=workers, device=device,
-                          skip_bad_images=skip_bad_images)
+                          skip_bad_images=skip_bad_images, **_shard())
     for images, labels, indices in batches:
         _, maps = localization_maps(model, images.to(device), labels.to(device), settings.method,
                                     settings.map_class)
         largest, every = metrics.threshold_sweep_ious(eval_ops.normalize(maps, settings.norm),
                                                       _ground_truth(dataset, indices), counts.thresholds)
         counts.update(largest, every)
+    _all_reduce_counts(counts)
     return counts.summary()
 
 

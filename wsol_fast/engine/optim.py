@@ -1,5 +1,6 @@
 """BAS optimizer: SGD + Nesterov, weight decay on all parameters, learning-rate multipliers
-(backbone weights x1, backbone biases x2, new heads' weights x10, biases x20), step decay."""
+(backbone weights x1, backbone biases x2, new heads' weights x10, biases x20), step decay.
+Both go to ``deepspeed.initialize`` as its client optimizer and client lr scheduler."""
 import torch
 from torch import nn
 
@@ -26,8 +27,12 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.SGD:
                            weight_decay=cfg.weight_decay, nesterov=True)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-epoch step decay: lr x gamma at each milestone epoch (stepped once per epoch)."""
-    milestones = sorted(cfg.milestones)
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Step decay by epoch, stepped once per optimizer step (as DeepSpeed steps a client
+    scheduler): lr x gamma from the first step of each milestone epoch on."""
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
+    boundaries = [m * steps_per_epoch for m in sorted(cfg.milestones)]
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda epoch: cfg.gamma ** sum(epoch >= m for m in milestones))
+        optimizer, lambda step: cfg.gamma ** sum(step >= b for b in boundaries))

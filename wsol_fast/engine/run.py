@@ -1,5 +1,8 @@
-"""One training run from a config: data, model, (late stage) class-mean maps, trainer."""
+"""One training run from a config: data, model, (late stage) class-mean maps, trainer. Every
+process of a ``deepspeed`` launch runs it; rank 0 alone prints and writes the run files."""
+import contextlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -9,6 +12,7 @@ from ..config import TrainConfig
 from ..data import SyntheticSpec, WSOLDataset, hold_out, load_split, make_loader
 from ..mean_maps import MeanMaps, class_mean_maps
 from ..models import MobileNetBAS, load_pretrained_backbone
+from . import distributed
 from .progress import console, make_progress
 from .trainer import CHECKPOINT_NAME, Trainer, run_name, seed_everything
 
@@ -58,22 +62,46 @@ def model_from_state(state: dict, path: str | Path, num_classes: int | None = No
 
 
 def compute_mean_maps(cfg: TrainConfig, model: MobileNetBAS, train_split) -> MeanMaps:
-    """Class-mean foreground maps over every training image (test transform, eval mode)."""
+    """Class-mean foreground maps over every training image (test transform, eval mode). Each
+    process reads its shard (every image exactly once over all); sums and counts are all-reduced,
+    so every process returns the same maps, those of one process up to float summation order."""
+    world = distributed.world_size()
+    if len(train_split) < world:
+        raise ValueError(f"class-mean maps: {len(train_split)} training images for {world} processes")
+    device = distributed.device() if world > 1 else torch.device(cfg.run.device)
     dataset = WSOLDataset(train_split, train=False, image_size=cfg.data.image_size, resize=cfg.data.resize)
     loader = make_loader(dataset, cfg.data.batch_size, loader=cfg.data.loader, workers=cfg.data.workers,
-                         device=cfg.run.device, skip_bad_images=cfg.data.skip_bad_images)
-    with make_progress() as progress:
-        task = progress.add_task("class-mean maps", total=len(dataset), info="")
-        maps, counts = class_mean_maps(model.to(cfg.run.device), loader, cfg.model.num_classes,
-                                       cfg.run.device, lambda n: progress.advance(task, n))
+                         device=str(device), shard_id=distributed.rank(), num_shards=world,
+                         skip_bad_images=cfg.data.skip_bad_images)
+    with make_progress() if distributed.is_main() else contextlib.nullcontext() as progress:
+        advance = None
+        if progress is not None:
+            task = progress.add_task("class-mean maps", total=len(dataset), info="")
+            advance = lambda n: progress.advance(task, n * world)  # noqa: E731 (shards advance alike)
+        maps, counts = class_mean_maps(model.to(device), loader, cfg.model.num_classes, device, advance,
+                                       reduce=distributed.all_reduce_sum_)
     mean_maps = MeanMaps(maps.cpu(), counts.cpu())
-    if mean_maps.empty_classes:
+    if mean_maps.empty_classes and distributed.is_main():
         console.print(f"[yellow]classes without a training image (zero mean map): {mean_maps.empty_classes}")
     return mean_maps
 
 
+def resolve_device(requested: str) -> str:
+    """This process's device: DeepSpeed's accelerator decides (``cuda:LOCAL_RANK`` or ``cpu``);
+    ``requested`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) must agree with it."""
+    actual = distributed.device()
+    if requested not in ("auto", actual.type, str(actual)):
+        raise ValueError(f"--device {requested}: this process runs on {actual} (DeepSpeed accelerator "
+                         f"DS_ACCELERATOR={os.environ.get('DS_ACCELERATOR')}; select GPUs with "
+                         "CUDA_VISIBLE_DEVICES or the deepspeed launcher's --include)")
+    return str(actual)
+
+
 def run_training(cfg: TrainConfig, resume: bool = False) -> Trainer:
-    """Train one stage as configured; returns the finished trainer."""
+    """Train one stage as configured (this process's part of it under ``deepspeed``); returns
+    the finished trainer."""
+    distributed.init_process_group()
+    cfg.run.device = resolve_device(cfg.run.device)
     resume_state = None
     if resume:  # the saved configuration wins; only the number of epochs may grow
         own = Path(cfg.run.out) / run_name(cfg) / CHECKPOINT_NAME
@@ -82,9 +110,11 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Trainer:
         resume_state = load_checkpoint(own)
         saved = TrainConfig.from_dict(resume_state["config"])
         saved.optim.epochs, saved.run.out, saved.run.device = cfg.optim.epochs, cfg.run.out, cfg.run.device
+        saved.run.checkpoint_every = cfg.run.checkpoint_every
         cfg = saved
     seed_everything(cfg.run.seed)
-    train_split = load_data_split(cfg, "train")
+    with distributed.main_first():  # a synthetic set is generated once, by rank 0
+        train_split = load_data_split(cfg, "train")
     cfg.model.num_classes = train_split.num_classes
     out_dir = Path(cfg.run.out) / run_name(cfg)
     own_checkpoint = out_dir / CHECKPOINT_NAME
@@ -105,23 +135,31 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Trainer:
         cfg.model.width_mult = model.width_mult
         if cfg.loss.method == "bas":
             mean_maps = compute_mean_maps(cfg, model, train_split)
-            mean_maps.save(out_dir / "mean_maps.pt")
+            if distributed.is_main():
+                mean_maps.save(out_dir / "mean_maps.pt")
     else:
         model = MobileNetBAS(cfg.model.num_classes, cfg.model.width_mult)
         if cfg.model.pretrained:
             kind = load_pretrained_backbone(model.features, cfg.model.pretrained)
-            console.print(f"backbone initialized from {cfg.model.pretrained} ({kind} format)")
+            if distributed.is_main():
+                console.print(f"backbone initialized from {cfg.model.pretrained} ({kind} format)")
 
     train_set = WSOLDataset(train_split, train=True, image_size=cfg.data.image_size,
                             resize=cfg.data.resize, seed=cfg.run.seed, train_crop=cfg.data.train_crop)
     trainer = Trainer(cfg, model, train_set, mean_maps)
+    main = distributed.is_main()
     if resume:
-        trainer.load_state_dict(resume_state)
-        console.print(f"resumed {own_checkpoint} after epoch {trainer.epoch}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    console.print(f"[bold]{run_name(cfg)}[/bold]: {len(train_split)} training images, "
-                  f"{cfg.model.num_classes} classes, device {cfg.run.device}, threads {torch.get_num_threads()}, "
-                  f"loader: {trainer.loader}")
+        trainer.load_state_dict(resume_state, own_checkpoint)
+        if main:
+            console.print(f"resumed {own_checkpoint} at epoch {trainer.epoch}, step {trainer.step_in_epoch} "
+                          f"of {trainer.steps_per_epoch}")
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        console.print(f"[bold]{run_name(cfg)}[/bold]: {len(train_split)} training images, "
+                      f"{cfg.model.num_classes} classes, {trainer.world} process(es) on {cfg.run.device}"
+                      f"{' and more' if trainer.world > 1 else ''}, batch {cfg.data.batch_size} = "
+                      f"{trainer.micro_batch} x {cfg.optim.grad_accum} x {trainer.world}, "
+                      f"threads {torch.get_num_threads()}, loader: {trainer.loader}")
     trainer.fit()
     return trainer

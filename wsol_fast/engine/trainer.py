@@ -1,13 +1,26 @@
-"""Single-process training loop for the early, late and CAM-baseline runs.
+"""Training loop of the early, late and CAM-baseline runs, driven by a DeepSpeed engine.
 
-One epoch: a loader (``data.loader``: DALI or the torch DataLoader, built once, set to each
-epoch) whose order is a function of (seed, epoch), forward, the stage's loss,
-backward, SGD step; losses are summed on the device and read back only every ``log_every``
-steps (where a NaN or Inf stops the run before the next checkpoint can be written). After
-every epoch a checkpoint with everything needed to resume is written atomically.
+Every run, one process or many, goes through ``deepspeed.initialize`` with the BAS SGD groups
+(client optimizer) and the step-decay schedule (client lr scheduler); the engine reduces
+gradients across ranks, accumulates micro-batches and steps both. One epoch: a loader
+(``data.loader``: DALI or the torch DataLoader, this rank's shard, set to each epoch) whose order
+is a function of (seed, epoch), forward, the stage's loss, backward, step; losses are summed on
+the device and read back (summed over ranks) only every ``log_every`` steps and before each
+checkpoint (where a NaN or Inf stops the run before it can be written).
+
+Checkpoints, after every epoch and every ``checkpoint_every`` optimizer steps: DeepSpeed's
+``save_checkpoint`` (model, optimizer, schedule, and our client state: epoch, position in the
+epoch, RNG, partial epoch sums) into ``deepspeed/<tag>/``, then, once every rank has finished, an
+atomic ``checkpoint.pt`` (portable model with averaged BatchNorm statistics, config, mean maps,
+and the tag). ``checkpoint.pt`` is the commit: a save cut short leaves the previous one, and its
+tag, in force. ``WSOL_FAST_FAULT_AFTER_STEP=K`` ends the process (``os._exit``) right after
+optimizer step K (and its checkpoint, if one is due), to test resuming after a fault.
 """
+import contextlib
 import math
+import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +33,14 @@ from ..checkpoint import atomic_save
 from ..config import TrainConfig
 from ..data import make_loader
 from ..mean_maps import MeanMaps
+from . import distributed
 from .optim import build_optimizer, build_scheduler
 from .progress import JsonLog, make_progress
 
 CHECKPOINT_NAME = "checkpoint.pt"
+DEEPSPEED_DIR = "deepspeed"  # DeepSpeed checkpoints, beside checkpoint.pt
+FAULT_ENV = "WSOL_FAST_FAULT_AFTER_STEP"
+FAULT_EXIT_CODE = 17
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -59,130 +76,239 @@ def restore_rng_state(state: dict) -> None:
 
 @dataclass
 class EpochStats:
-    """Sums over an epoch, kept on the device until read back."""
+    """Sums over (the rest of) an epoch, kept on the device until read back summed over ranks."""
 
     parts: dict = field(default_factory=dict)
-    correct: torch.Tensor | None = None
+    correct: torch.Tensor | float = 0.0
     images: int = 0
-    steps: int = 0
+    steps: int = 0  # micro-batch steps, summed over ranks once read back
 
     def add(self, parts: dict, correct: torch.Tensor, batch: int) -> None:
         for name, value in parts.items():
-            self.parts[name] = self.parts.get(name, 0.0) + value.detach()
-        self.correct = correct if self.correct is None else self.correct + correct
+            self.parts[name] = self.parts.get(name, 0.0) + value.detach().float()
+        self.correct = self.correct + correct
         self.images += batch
         self.steps += 1
 
-    def means(self) -> dict:
-        """Mean of each term per step and the top-1 accuracy (%); raises on a non-finite term."""
-        values = {name: float(total) / self.steps for name, total in self.parts.items()}
+    def totals(self) -> dict:
+        """``{term: sum, "correct", "images", "steps"}`` summed over all ranks (a collective)."""
+        names = list(self.parts)  # insertion order: the same on every rank
+        values = torch.tensor([float(self.parts[n]) for n in names]
+                              + [float(self.correct), self.images, self.steps], dtype=torch.float64)
+        values = distributed.all_reduce_sum_(values.to(distributed.device())).cpu().tolist()
+        return {**dict(zip(names, values)), "correct": values[-3], "images": int(values[-2]),
+                "steps": int(values[-1])}
+
+    def load_totals(self, totals: dict) -> None:
+        """Start from ``totals`` (read back before a checkpoint); give them to one rank only."""
+        self.parts = {n: v for n, v in totals.items() if n not in ("correct", "images", "steps")}
+        self.correct, self.images, self.steps = totals["correct"], totals["images"], totals["steps"]
+
+    def means(self, totals: dict | None = None) -> dict:
+        """Mean of each term per step and the top-1 accuracy (%) over all ranks; raises on a
+        non-finite term. A collective unless ``totals`` are given."""
+        totals = self.totals() if totals is None else totals
+        steps = max(totals["steps"], 1)
+        values = {n: v / steps for n, v in totals.items() if n not in ("correct", "images", "steps")}
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if bad:
-            raise NonFiniteLossError(f"non-finite loss term(s) {bad} after {self.steps} steps: {values}")
-        values["top1"] = 100.0 * float(self.correct) / max(self.images, 1)
+            raise NonFiniteLossError(f"non-finite loss term(s) {bad} after {totals['steps']} steps: {values}")
+        values["top1"] = 100.0 * totals["correct"] / max(totals["images"], 1)
         return values
 
 
 class Trainer:
-    """Owns the model, optimizer, schedule and the run folder of one stage."""
+    """Owns the DeepSpeed engine (model, optimizer, schedule), this rank's loader and the run
+    folder of one stage. ``model`` is the module being trained (``engine.module``)."""
 
     def __init__(self, cfg: TrainConfig, model: torch.nn.Module, train_set, mean_maps: MeanMaps | None = None):
         if cfg.run.stage == "late" and cfg.loss.method == "bas" and mean_maps is None:
             raise ValueError("the late stage needs class-mean maps")
+        distributed.init_process_group()
+        deepspeed = distributed.deepspeed_module()
         self.cfg = cfg
-        self.device = torch.device(cfg.run.device)
-        self.model = model.to(self.device)
+        self.device = distributed.device()
+        self.world = distributed.world_size()
         self.train_set = train_set
-        data = cfg.data
-        self.loader = make_loader(train_set, data.batch_size, loader=data.loader, shuffle=True,
+        data, accum = cfg.data, cfg.optim.grad_accum
+        ds_config = distributed.with_batch_sizes(distributed.load_ds_config(cfg.run.deepspeed_config),
+                                                 data.batch_size, accum, self.world,
+                                                 cfg.run.deepspeed_config or "the default DeepSpeed config")
+        self.micro_batch = ds_config["train_micro_batch_size_per_gpu"]
+        self.loader = make_loader(train_set, self.micro_batch, loader=data.loader, shuffle=True,
                                   drop_last=len(train_set) >= data.batch_size, workers=data.workers,
-                                  device=cfg.run.device, skip_bad_images=data.skip_bad_images)
+                                  device=str(self.device), shard_id=distributed.rank(), num_shards=self.world,
+                                  skip_bad_images=data.skip_bad_images)
+        self.loader.set_epoch(0)
+        self.steps_per_epoch = len(self.loader) // accum  # optimizer steps; leftover micro-batches unused
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"no training step: {len(train_set)} images make {len(self.loader)} batches of "
+                             f"{self.micro_batch} per process, fewer than --grad-accum {accum}")
+        if cfg.run.sync_bn:
+            model = distributed.convert_sync_batchnorm(model, on_gpu=self.device.type == "cuda")
+        optimizer = build_optimizer(model, cfg.optim)
+        scheduler = build_scheduler(optimizer, cfg.optim, self.steps_per_epoch)
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+        self.model = self.engine.module
         self.mean_maps = mean_maps
         self.mean_maps_device = None if mean_maps is None else mean_maps.maps.to(self.device)
-        self.optimizer = build_optimizer(model, cfg.optim)
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim)
         self.epoch = 0  # epochs completed
+        self.step_in_epoch = 0  # optimizer steps done in the current epoch
+        self.stats = EpochStats()
         self.dir = Path(cfg.run.out) / run_name(cfg)
         self.log = JsonLog(self.dir / "log.jsonl")
+        fault = os.environ.get(FAULT_ENV)
+        self.fault_after_step = int(fault) if fault else None
+
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps taken since the start of the run."""
+        return self.epoch * self.steps_per_epoch + self.step_in_epoch
 
     # -- one step -----------------------------------------------------------------------
     def compute_loss(self, images: torch.Tensor, labels: torch.Tensor):
         cfg = self.cfg.loss
         if cfg.method == "cam":
-            out = self.model(images, labels, background=False)
+            out = self.engine(images, labels, background=False)
             total, parts = losses.classification_loss(out, labels)
         elif self.cfg.run.stage == "late":
-            out = self.model(images, labels)
+            out = self.engine(images, labels)
             total, parts = losses.late_loss(out, labels, self.mean_maps_device, cfg.lam,
                                             cfg.alpha, cfg.beta, cfg.bg_rule)
         else:
-            out = self.model(images, labels)
+            out = self.engine(images, labels)
             total, parts = losses.early_loss(out, labels, cfg.alpha, cfg.beta, cfg.bg_rule)
         parts = {"loss": total, **parts}
         return total, parts, out
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor, stats: EpochStats) -> None:
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, stats: EpochStats) -> bool:
+        """One micro-batch: forward, backward, engine step; True when it ended an optimizer step
+        (every ``grad_accum`` micro-batches)."""
+        boundary = self.engine.is_gradient_accumulation_boundary()
         total, parts, out = self.compute_loss(images, labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
+        self.engine.backward(total)
+        self.engine.step()
         stats.add(parts, (out.score1.argmax(1) == labels).sum(), len(labels))
+        return boundary
 
     # -- one epoch ----------------------------------------------------------------------
     def train_epoch(self, progress=None) -> dict:
-        cfg = self.cfg
+        cfg, accum = self.cfg, self.cfg.optim.grad_accum
         self.model.train()
         loader = self.loader
-        loader.set_epoch(self.epoch)
+        loader.set_epoch(self.epoch, start_batch=self.step_in_epoch * accum)
         task = None if progress is None else progress.add_task(
-            f"{run_name(cfg)} epoch {self.epoch + 1}/{cfg.optim.epochs}", total=len(loader), info="")
-        stats, start = EpochStats(), time.perf_counter()
-        for step, (images, labels, _) in enumerate(loader, 1):
-            self.train_step(images.to(self.device, non_blocking=True),
-                            labels.to(self.device, non_blocking=True), stats)
-            if step % cfg.run.log_every == 0 or step == len(loader):
+            f"{run_name(cfg)} epoch {self.epoch + 1}/{cfg.optim.epochs}", total=self.steps_per_epoch,
+            completed=self.step_in_epoch, info="")
+        stats, start, seen = self.stats, time.perf_counter(), 0
+        lr = self.optimizer.param_groups[0]["lr"]
+        micro_left = (self.steps_per_epoch - self.step_in_epoch) * accum
+        for micro, (images, labels, _) in enumerate(loader, 1):
+            if micro > micro_left:
+                break
+            lr = self.optimizer.param_groups[0]["lr"]
+            seen += len(labels)
+            if not self.train_step(images.to(self.device, non_blocking=True),
+                                   labels.to(self.device, non_blocking=True), stats):
+                continue
+            self.step_in_epoch += 1
+            step = self.step_in_epoch
+            if step % cfg.run.log_every == 0 or step == self.steps_per_epoch:
                 means = stats.means()
                 if task is not None:
-                    rate = stats.images / (time.perf_counter() - start)
+                    rate = self.world * seen / (time.perf_counter() - start)
                     info = " ".join(f"{k}={v:.3f}" for k, v in means.items()) + f" {rate:.0f} img/s"
                     progress.update(task, completed=step, info=info)
             elif task is not None:
                 progress.update(task, completed=step)
-        if stats.steps == 0:
-            raise ValueError(f"no training batch: {len(self.train_set)} images, batch size {cfg.data.batch_size}")
+            if step < self.steps_per_epoch:  # the epoch's last step is saved by fit()
+                every = cfg.run.checkpoint_every
+                if every and self.global_step % every == 0:
+                    self.save()
+                self._fault_point()
         seconds = time.perf_counter() - start
-        record = {"run": run_name(cfg), "epoch": self.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
-                  **stats.means(), "images_per_s": stats.images / seconds, "seconds": seconds,
-                  "skipped_images": len(loader.skipped)}
-        self.scheduler.step()
+        totals = stats.totals()
+        record = {"run": run_name(cfg), "epoch": self.epoch + 1, "lr": lr, **stats.means(totals),
+                  "images_per_s": self.world * seen / seconds, "seconds": seconds,
+                  "skipped_images": len(loader.skipped), "processes": self.world}
         self.epoch += 1
+        self.step_in_epoch = 0
+        self.stats = EpochStats()
         return record
 
+    def _fault_point(self) -> None:
+        """Simulated fault (``WSOL_FAST_FAULT_AFTER_STEP``): exit at once, as a killed process would."""
+        if self.fault_after_step is not None and self.global_step == self.fault_after_step:
+            os._exit(FAULT_EXIT_CODE)
+
     def fit(self) -> list[dict]:
-        """Train up to ``optim.epochs``, checkpointing after every epoch; returns the epoch records."""
+        """Train up to ``optim.epochs``, checkpointing after every epoch (and every
+        ``checkpoint_every`` steps); returns the epoch records."""
         records = []
-        with make_progress() as progress:
+        main = distributed.is_main()
+        with make_progress() if main else contextlib.nullcontext() as progress:
             while self.epoch < self.cfg.optim.epochs:
                 try:
                     record = self.train_epoch(progress)
                 except NonFiniteLossError as error:
                     raise NonFiniteLossError(f"epoch {self.epoch + 1}: {error}; stopped. {self._kept()}") from error
                 self.save()
-                self.log.write(record)
+                if main:
+                    self.log.write(record)
                 records.append(record)
+                self._fault_point()
         return records
 
     # -- checkpoints --------------------------------------------------------------------
+    def client_state(self) -> dict:
+        """Our part of a DeepSpeed checkpoint: position, RNG, partial epoch sums, config."""
+        totals = self.stats.totals()
+        if totals["steps"]:
+            self.stats.means(totals)  # a non-finite loss stops here, before anything is written
+        else:
+            totals = None
+        return {"config": self.cfg.to_dict(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                "steps_per_epoch": self.steps_per_epoch, "world_size": self.world, "rng": rng_state(),
+                "epoch_totals": totals}
+
     def state_dict(self) -> dict:
+        """The portable checkpoint (``checkpoint.pt``): what evaluation and the late stage read, and
+        the tag of the DeepSpeed checkpoint a resume loads."""
         state = {"config": self.cfg.to_dict(), "run": run_name(self.cfg), "epoch": self.epoch,
-                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "rng": rng_state()}
+                 "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+                 "model": {k: v.cpu() for k, v in self.model.state_dict().items()},
+                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
+                 "deepspeed": {"dir": DEEPSPEED_DIR, "tag": self.tag()}}
         if self.mean_maps is not None:
             state["mean_maps"] = {"maps": self.mean_maps.maps.cpu(), "counts": self.mean_maps.counts.cpu()}
         return state
 
+    def tag(self) -> str:
+        return f"epoch{self.epoch}-step{self.global_step}"
+
     def save(self) -> Path:
-        return atomic_save(self.state_dict(), self.dir / CHECKPOINT_NAME)
+        """DeepSpeed checkpoint of every rank, then (rank 0) the atomic ``checkpoint.pt`` naming it;
+        older DeepSpeed tags are removed only after that. BatchNorm statistics are averaged first."""
+        client = self.client_state()
+        distributed.average_batchnorm_buffers_(self.model)
+        ds_dir = self.dir / DEEPSPEED_DIR
+        self.engine.save_checkpoint(str(ds_dir), self.tag(), client_state=client, save_latest=False)
+        path, failure = self.dir / CHECKPOINT_NAME, None
+        if distributed.is_main():
+            try:
+                atomic_save(self.state_dict(), path)
+                for old in ds_dir.iterdir():
+                    if old.name != self.tag():
+                        shutil.rmtree(old, ignore_errors=True)
+            except OSError as error:
+                failure = error
+        failed = distributed.all_reduce_sum_(torch.tensor([float(failure is not None)], device=self.device))
+        if failure is not None:
+            raise failure
+        if failed.item():
+            raise OSError(f"could not write checkpoint {path} (on rank 0); the previous one is kept")
+        return path
 
     def _kept(self) -> str:
         """Which checkpoint survives a failed epoch (for error messages)."""
@@ -191,9 +317,22 @@ class Trainer:
             return f"The last good checkpoint is kept: {path} (after epoch {self.epoch})"
         return "No checkpoint was written"
 
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch = state["epoch"]
-        restore_rng_state(state["rng"])
+    def load_state_dict(self, state: dict, path: Path) -> None:
+        """Resume from the portable checkpoint ``state`` (read from ``path``): load the DeepSpeed
+        checkpoint it names (model, optimizer, schedule) and our position, RNG and sums."""
+        ds_dir = path.parent / state["deepspeed"]["dir"]
+        tag = state["deepspeed"]["tag"]
+        if not (ds_dir / tag).is_dir():
+            raise FileNotFoundError(f"{path} names the DeepSpeed checkpoint {ds_dir / tag}, which is missing")
+        loaded, client = self.engine.load_checkpoint(str(ds_dir), tag)
+        if loaded is None:
+            raise ValueError(f"DeepSpeed could not load its checkpoint {ds_dir / tag}")
+        if client["steps_per_epoch"] != self.steps_per_epoch:
+            raise ValueError(f"{path}: saved with {client['steps_per_epoch']} steps per epoch "
+                             f"({client['world_size']} processes), this run has {self.steps_per_epoch} "
+                             f"({self.world} processes); resume with the same --batch-size and --grad-accum")
+        self.epoch, self.step_in_epoch = client["epoch"], client["step_in_epoch"]
+        self.stats = EpochStats()
+        if client["epoch_totals"] is not None and distributed.is_main():
+            self.stats.load_totals(client["epoch_totals"])
+        restore_rng_state(client["rng"])
