@@ -15,6 +15,7 @@ from wsol_fast.data.synthetic import (
     SyntheticSpec,
     class_styles,
     generate_synthetic,
+    is_stale,
     render_sample,
 )
 
@@ -228,3 +229,16 @@ def test_distractors_are_desaturated_by_the_knob():
 def test_spec_validation(changes, message):
     with pytest.raises(ValueError, match=message):
         SyntheticSpec(**changes)
+
+
+def test_is_stale_tells_an_older_or_other_dataset(tmp_path, tiny_synthetic_spec):
+    small = replace(tiny_synthetic_spec, num_classes=2, train_per_class=1, test_per_class=1)
+    root = tmp_path / "synthetic"
+    assert not is_stale(root, small)  # nothing there yet
+    generate_synthetic(root, small)
+    assert not is_stale(root, small)
+    assert is_stale(root, replace(small, seed=small.seed + 1))
+    marker = root / MARKER_NAME
+    payload = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**payload, "generator_version": payload["generator_version"] - 1}))
+    assert is_stale(root, small)

@@ -407,6 +407,16 @@ def _write_dataset(directory: Path, spec: SyntheticSpec) -> None:
         (directory / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def is_stale(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> bool:
+    """True if ``root`` holds a finished synthetic dataset made for another spec or generator
+    version (``generate_synthetic`` would refuse it)."""
+    marker = Path(root) / MARKER_NAME
+    try:
+        return marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) != _marker_payload(spec)
+    except json.JSONDecodeError:
+        return True
+
+
 def generate_synthetic(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
     """Generate the dataset described by ``spec`` at ``root`` (CUB layout) and return ``root``.
 
