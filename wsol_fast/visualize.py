@@ -23,7 +23,7 @@ GT_COLOR = (30, 200, 60)
 BACKGROUND = (255, 255, 255)
 TEXT_COLOR = (20, 20, 20)
 # Log fields that are not curves (bookkeeping) and the order the curves are drawn in.
-NOT_CURVES = ("run", "epoch", "lr", "images_per_s", "seconds")
+NOT_CURVES = ("run", "epoch", "lr", "images_per_s", "seconds", "skipped_images", "processes")  # bookkeeping
 CURVE_ORDER = ("loss", "cls", "fg", "bg", "area", "avg", "top1")
 
 
