@@ -114,12 +114,15 @@ def test_killed_writer_leaves_the_latest_checkpoint_intact(tmp_path):
     assert load_checkpoint(atomic_save({"epoch": 3}, path))["epoch"] == 3, "the next save succeeds"
 
 
-def test_a_failed_save_keeps_the_last_epoch_and_resume_continues(trained_root, tmp_path, monkeypatch):
+def test_a_failed_save_keeps_the_last_epoch_and_resume_continues(trained_root, tmp_path, monkeypatch, capsys):
     root, checkpoint = copy_of(trained_root, tmp_path)
     cfg = train_config(train_parser().parse_args(tiny_args(root, "--epochs", "2")))
     fill_disk_after(monkeypatch, 0)
     with pytest.raises(OSError, match="could not write checkpoint"):
         run_training(cfg, resume=True)
+    capsys.readouterr()
+    assert train_main(tiny_args(root, "--epochs", "2", "--resume")) == 1, "a clear message, not a traceback"
+    assert "could not write checkpoint" in capsys.readouterr().out
     assert load_checkpoint(checkpoint)["epoch"] == 1
     assert len((root / "run/early/log.jsonl").read_text().splitlines()) == 1, "no record of the unsaved epoch"
     monkeypatch.undo()

@@ -137,7 +137,7 @@ def train_main(argv: list[str] | None = None) -> int:
     cfg = train_config(args)
     try:
         run_training(cfg, resume=args.resume)
-    except (FileNotFoundError, FileExistsError, ValueError, FloatingPointError, ImageReadError) as error:
+    except (OSError, ValueError, FloatingPointError, ImageReadError) as error:  # OSError: missing file, full disk
         console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         return 1
     if args.local_rank >= 0 or distributed.world_size() > 1:  # a launched process: leave the group
