@@ -30,7 +30,6 @@ from wsol_fast.data.dali_files import header_problem
 from wsol_fast.data.dali_loader import DaliLoader
 from wsol_fast.data.datasets import (
     RESIZED_CROP_SCALE,
-    bas_crop_params,
     resized_crop_box,
     resized_crop_params,
     sample_generator,
@@ -122,7 +121,7 @@ def test_training_crop_is_exactly_the_host_drawn_window(split):
     images, _, indices, _ = one_epoch(dali(train, shuffle=True), epoch=3)
     flips = 0
     for image, index in zip(images, indices.tolist()):
-        top, left, flip = bas_crop_params(sample_generator(train.seed, 3, index), SIZE, RESIZE)
+        top, left, flip = train.transform.draw(sample_generator(train.seed, 3, index))
         expected = full[index, :, top:top + SIZE, left:left + SIZE]
         difference = (image - (expected.flip(-1) if flip else expected)).abs()
         assert difference.max() <= LEVEL + 1e-6 and (difference > 1e-6).float().mean() < 0.01

@@ -22,7 +22,7 @@ import torch
 
 from .dali_files import describe, undecodable
 from .dali_pipelines import build_pipeline, crop_window
-from .datasets import SampleLoader, WSOLDataset, bas_crop_params, resized_crop_params, sample_generator
+from .datasets import SampleLoader, WSOLDataset, resized_crop_params, sample_generator
 from .records import ImageReadError
 
 PREFETCH = 2  # batches DALI prepares ahead of the one being consumed
@@ -62,7 +62,7 @@ class DaliLoader(SampleLoader):
         data = self.dataset
         generator = sample_generator(data.seed, self.epoch, index)
         if self.phase == "bas_train":
-            top, left, flip = bas_crop_params(generator, data.image_size, data.resize)
+            top, left, flip = data.transform.draw(generator)
             start, end = crop_window(top, left, data.image_size, data.resize)
             return np.array(start, dtype=np.float32), np.array(end, dtype=np.float32), np.int32(flip)
         width, height, x, y, flip = resized_crop_params(generator)

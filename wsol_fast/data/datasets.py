@@ -47,12 +47,6 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(seed, epoch, index))
 
 
-def bas_crop_params(generator: torch.Generator, image_size: int, resize: int) -> tuple[int, int, bool]:
-    """``(top, left, flip)`` of the BAS crop, drawn in the order ``TrainTransform`` draws them."""
-    top, left = torch.randint(0, resize - image_size + 1, (2,), generator=generator).tolist()
-    return top, left, bool(torch.rand((), generator=generator) < 0.5)
-
-
 def resized_crop_params(generator: torch.Generator) -> tuple[int, int, int, int, bool]:
     """``(width, height, x, y, flip)`` of a random resized crop; the first four are fractions in
     units of 1/FIXED_POINT: width and height of the image's, and the position in the free range.

@@ -52,10 +52,13 @@ class TrainTransform:
     def __post_init__(self) -> None:
         _check_sizes(self.image_size, self.resize)
 
+    def draw(self, generator: torch.Generator) -> tuple[int, int, bool]:
+        """``(top, left, flip)`` of one sample's crop and flip (the DALI loader applies the same)."""
+        top, left = torch.randint(0, self.resize - self.image_size + 1, (2,), generator=generator).tolist()
+        return top, left, bool(torch.rand((), generator=generator) < 0.5)
+
     def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
-        span = self.resize - self.image_size + 1
-        top, left = torch.randint(0, span, (2,), generator=generator).tolist()
-        flip = bool(torch.rand((), generator=generator) < 0.5)
+        top, left, flip = self.draw(generator)
         image = TF.crop(_resize_square(image, self.resize), top, left, self.image_size, self.image_size)
         if flip:
             image = TF.hflip(image)
