@@ -227,8 +227,10 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         threshold = args.threshold if args.threshold is not None else saved.get(
             "threshold", DEFAULT_THRESHOLDS[(method, cfg.data.dataset)])
         settings = EvalSettings(method, norm, threshold, args.cam, args.protocol, args.ten_crop, args.step)
+        # under the launcher each process uses its own GPU (``--device cuda`` would put all on cuda:0)
+        device = args.device if args.device == "cpu" or distributed.world_size() == 1 else str(distributed.device())
         data = dict(image_size=cfg.data.image_size, resize=cfg.data.resize, batch_size=cfg.data.batch_size,
-                    device=args.device, workers=cfg.data.workers, loader=cfg.data.loader,
+                    device=device, workers=cfg.data.workers, loader=cfg.data.loader,
                     skip_bad_images=cfg.data.skip_bad_images)
         sweep = None
         if args.sweep:
@@ -248,13 +250,13 @@ def evaluate_main(argv: list[str] | None = None) -> int:
             raise ValueError(f"checkpoint {args.checkpoint} has {model.num_classes} classes, "
                              f"the {cfg.data.dataset} {args.split} split has {split.num_classes}")
         result = evaluate(model, split, settings, **data)
-        if args.save_vis:
+        if args.save_vis and distributed.is_main():
             from .visualize import save_eval_grid
             default_vis = (Path(args.out).with_name(Path(args.out).stem + "_grid.png") if args.out
                            else Path(args.checkpoint).parent / f"eval_grid_{args.split}.png")
             vis = save_eval_grid([args.checkpoint, *args.vis_checkpoints], args.split, args.save_vis,
                                  args.vis_out or default_vis, norm=args.norm, threshold=args.threshold,
-                                 map_class=args.cam, data=cfg.data, device=args.device)
+                                 map_class=args.cam, data=cfg.data, device=device)
             console.print(f"saved {vis}")
     except (FileNotFoundError, ValueError, ImageReadError) as error:
         console.print(f"[red]error:[/red] {error}", soft_wrap=True)

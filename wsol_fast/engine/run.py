@@ -68,7 +68,7 @@ def compute_mean_maps(cfg: TrainConfig, model: MobileNetBAS, train_split) -> Mea
     world = distributed.world_size()
     if len(train_split) < world:
         raise ValueError(f"class-mean maps: {len(train_split)} training images for {world} processes")
-    device = distributed.device() if world > 1 else torch.device(cfg.run.device)
+    device = torch.device(cfg.run.device)  # run_training resolved it to this process's device
     dataset = WSOLDataset(train_split, train=False, image_size=cfg.data.image_size, resize=cfg.data.resize)
     loader = make_loader(dataset, cfg.data.batch_size, loader=cfg.data.loader, workers=cfg.data.workers,
                          device=str(device), shard_id=distributed.rank(), num_shards=world,
