@@ -36,6 +36,22 @@ class StepOptions:
             raise ValueError(f"StepOptions.precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
+def stage_loss(model, images: torch.Tensor, labels: torch.Tensor, stage: str, alpha: float, beta: float,
+               bg_rule: str, lam: float, mean_maps: torch.Tensor | None = None):
+    """Forward + the loss of ``stage`` (``cam``: classification only; ``early``: BAS; ``late``:
+    BAS + L1 to ``mean_maps`` (C, H/8, W/8)) -> (scalar total, {term: scalar}, model output)."""
+    if stage == "cam":
+        out = model(images, labels, background=False)
+        total, parts = losses.classification_loss(out, labels)
+    elif stage == "late":
+        out = model(images, labels)
+        total, parts = losses.late_loss(out, labels, mean_maps, lam, alpha, beta, bg_rule)
+    else:
+        out = model(images, labels)
+        total, parts = losses.early_loss(out, labels, alpha, beta, bg_rule)
+    return total, parts, out
+
+
 class TrainStep:
     """One training step of ``model`` with ``optimizer`` (``build_optimizer``'s SGD).
 
@@ -66,15 +82,8 @@ class TrainStep:
         o = self.options
         device_type = images.device.type
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=o.precision == "bf16"):
-            if o.stage == "cam":
-                out = self.model(images, labels, background=False)
-                total, parts = losses.classification_loss(out, labels)
-            elif o.stage == "late":
-                out = self.model(images, labels)
-                total, parts = losses.late_loss(out, labels, self.mean_maps, o.lam, o.alpha, o.beta, o.bg_rule)
-            else:
-                out = self.model(images, labels)
-                total, parts = losses.early_loss(out, labels, o.alpha, o.beta, o.bg_rule)
+            total, parts, out = stage_loss(self.model, images, labels, o.stage, o.alpha, o.beta, o.bg_rule,
+                                           o.lam, self.mean_maps)
         parts["correct"] = (out.score1.argmax(dim=1) == labels).sum()
         return total, parts
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import losses
+from .step import stage_loss
 from ..checkpoint import atomic_save
 from ..config import TrainConfig
 from ..data import make_loader
@@ -169,16 +169,9 @@ class Trainer:
     # -- one step -----------------------------------------------------------------------
     def compute_loss(self, images: torch.Tensor, labels: torch.Tensor):
         cfg = self.cfg.loss
-        if cfg.method == "cam":
-            out = self.engine(images, labels, background=False)
-            total, parts = losses.classification_loss(out, labels)
-        elif self.cfg.run.stage == "late":
-            out = self.engine(images, labels)
-            total, parts = losses.late_loss(out, labels, self.mean_maps_device, cfg.lam,
-                                            cfg.alpha, cfg.beta, cfg.bg_rule)
-        else:
-            out = self.engine(images, labels)
-            total, parts = losses.early_loss(out, labels, cfg.alpha, cfg.beta, cfg.bg_rule)
+        stage = "cam" if cfg.method == "cam" else self.cfg.run.stage
+        total, parts, out = stage_loss(self.engine, images, labels, stage, cfg.alpha, cfg.beta, cfg.bg_rule,
+                                       cfg.lam, self.mean_maps_device)
         parts = {"loss": total, **parts}
         return total, parts, out
 
