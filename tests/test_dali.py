@@ -234,6 +234,22 @@ def test_skipped_bad_files_are_counted_and_labels_stay_aligned(split, tmp_path, 
     assert (images - reference[keep]).abs().max() <= TOLERANCE_LEVELS * LEVEL
 
 
+def test_a_bad_file_found_while_training_keeps_the_step_count(split, tmp_path):
+    """Every rank must take the same number of steps: a file that fails in DALI mid-epoch is
+    replaced, the batches stay full and as many as planned."""
+    broken, bad = broken_split(split, tmp_path, "scrambled")
+    eight = replace(broken, image_paths=broken.image_paths[:8], labels=broken.labels[:8],
+                    boxes=broken.boxes[:8], sizes=broken.sizes[:8])
+    with pytest.warns(RuntimeWarning, match="broken.jpg"):
+        loader = make_loader(dataset(eight, "train"), BATCH, loader="dali", shuffle=True, drop_last=True,
+                             workers=0, skip_bad_images=True)
+        planned = len(loader)
+        images, labels, indices, sizes = one_epoch(loader)
+    assert planned == 2 and sizes == [BATCH, BATCH]
+    assert 5 not in indices.tolist() and set(indices.tolist()) == set(range(8)) - {5}
+    np.testing.assert_array_equal(labels.numpy(), eight.labels[indices.numpy()])
+
+
 def test_header_check_tells_truncated_from_whole(split, tmp_path):
     assert header_problem(split.image_paths[0]) is None
     truncated, bad = broken_split(split, tmp_path, "truncated")

@@ -32,6 +32,15 @@ class OutOfStepError(RuntimeError):
     """DALI returned other samples than the host listed (a bug, never an input problem)."""
 
 
+def refill(samples: np.ndarray, due: int, good: list) -> np.ndarray:
+    """``samples`` topped up to ``due`` with ``good`` indices (cycled): training batches stay
+    full and as many as before a bad image was left out."""
+    missing = due - len(samples)
+    if missing <= 0 or not good:
+        return samples
+    return np.concatenate([samples, np.resize(np.asarray(good, dtype=np.int64), missing)])
+
+
 class DaliLoader(SampleLoader):
     """Batches ``(images (B, 3, S, S) float32, labels (B,) int64, indices (B,) int64)`` of a
     ``WSOLDataset`` through DALI with ``workers`` threads. ``device`` CUDA: nvJPEG decoding
@@ -141,8 +150,11 @@ class DaliLoader(SampleLoader):
                 except RuntimeError as error:
                     found = self.culprits(samples, step * batch, error)
                     self.record_skipped(found)
-                    bad = {index for index, _, _ in found}
+                    bad = {index for index, _, _ in self.skipped}
+                    due = (self.batch_count(len(samples)) - step) * batch  # what the batches left held
                     samples = np.array([i for i in samples[step * batch:] if i not in bad], dtype=np.int64)
+                    if self.drop_last:  # training: keep the epoch's step count, the same on every rank
+                        samples = refill(samples, due, [i for i in self.epoch_indices() if i not in bad])
                     break
                 yield result
             else:
