@@ -411,10 +411,13 @@ def is_stale(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> bool:
     """True if ``root`` holds a finished synthetic dataset made for another spec or generator
     version (``generate_synthetic`` would refuse it)."""
     marker = Path(root) / MARKER_NAME
+    if not marker.is_file():
+        return False
     try:
-        return marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) != _marker_payload(spec)
-    except json.JSONDecodeError:
+        _check_marker(marker, spec)
+    except ValueError:
         return True
+    return False
 
 
 def generate_synthetic(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
