@@ -25,7 +25,7 @@ def main(argv=None) -> int:
         split = load_data_split(cfg, "train")
         path = pretrain_backbone(split, args.out, args.width, cfg.data.image_size, cfg.data.resize,
                                  args.epochs, args.lr, cfg.data.batch_size, cfg.data.workers,
-                                 args.seed, args.device)
+                                 args.seed, args.device, cfg.data.train_crop)
     except (FileNotFoundError, ValueError) as error:
         console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         return 1

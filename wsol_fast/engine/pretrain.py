@@ -18,15 +18,16 @@ from .progress import JsonLog, make_progress
 
 def pretrain_backbone(train_split, out: str | Path, width_mult: float = 1.0, image_size: int = 224,
                       resize: int = 256, epochs: int = 12, lr: float = 0.1, batch_size: int = 32,
-                      workers: int = 2, seed: int = 0, device: str = "cpu") -> Path:
-    """Train ``features`` + pool + linear on ``train_split`` (SGD, one-cycle lr); returns the
-    path of the saved base net (``out/backbone.pth``)."""
+                      workers: int = 2, seed: int = 0, device: str = "cpu", train_crop: str = "bas") -> Path:
+    """Train ``features`` + pool + linear on ``train_split`` (SGD, one-cycle lr, ``train_crop``
+    augmentation); returns the path of the saved base net (``out/backbone.pth``)."""
     torch.manual_seed(seed)
     features = MobileNetBAS(train_split.num_classes, width_mult).features
     channels = features[-1][3].out_channels
     net = nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                         nn.Linear(channels, train_split.num_classes)).to(device)
-    dataset = WSOLDataset(train_split, train=True, image_size=image_size, resize=resize, seed=seed)
+    dataset = WSOLDataset(train_split, train=True, image_size=image_size, resize=resize, seed=seed,
+                          train_crop=train_crop)
     steps = len(dataset) // batch_size
     if steps == 0:
         raise ValueError(f"pretrain: {len(dataset)} images is less than one batch of {batch_size}")
