@@ -2,15 +2,17 @@
 //
 // Every pixel goes to the bucket k = number of thresholds strictly below its value, so it is in
 // the mask `map > t_j` exactly for j < k. Buckets are added from k = T down to 1 to a
-// union-find over the 8-neighbourhood (union by size, path halving; a bitmap of the mask and a
-// 3x3 lookup table give one find per run of active neighbours). Each pixel stores the label of
-// the component it joined; the union-find runs over those labels, which are numbered densely
-// as components are born, so the forest and its records (size, bounding box, first raster
-// index) stay small and cache-resident while the pixels are visited out of raster order; after bucket k the
-// largest component (ties: first raster index) is the box of threshold k - 1. Component keys
-// (size, -first) only grow, so the best component is kept incrementally. With ground-truth
-// boxes the pass also keeps a max-heap of every component's IoU (stale entries dropped lazily)
-// for the best IoU over all components at every threshold (MaxBoxAccV2).
+// union-find over the 8-neighbourhood (union by size, path halving). Each pixel has one word:
+// while it is outside the mask, 8 bits of which neighbours are in (set by each neighbour as it
+// joins; a lookup table on them gives one find per run of active neighbours); once inside, the
+// label of the component it joined. Labels are numbered densely as components are born, so the
+// forest and its records (size, first raster index, box packed in 16-bit lanes so that growing
+// it is one lane-wise minimum) stay small and cache-resident while pixels are visited out of
+// raster order. After bucket k the largest component (ties: first raster index) is the box of
+// threshold k - 1; it is found after each bucket among the previous best and the roots the
+// bucket's pixels joined, off the union-find's critical path. With ground-truth boxes the pass
+// also keeps a max-heap of every component's IoU (stale entries dropped lazily) for the best
+// IoU over all components at every threshold (MaxBoxAccV2).
 #include "eval_ops.h"
 
 #include <ATen/OpMathType.h>
@@ -72,33 +74,56 @@ class ThresholdIndex {
   std::vector<int32_t> start_;
 };
 
-// Union-find record of a root label: component size, first raster (padded) index, inclusive box.
+// An inclusive box stored as (x0, y0, -x1, -y1) in 16-bit lanes, so that the union of two
+// boxes is one lane-wise minimum. A pixel is the box (x, y, -x, -y).
+struct PackedBox {
+  std::array<int16_t, 4> lane;
+
+  static PackedBox of_pixel(int32_t x, int32_t y) {
+    return {{static_cast<int16_t>(x), static_cast<int16_t>(y), static_cast<int16_t>(-x),
+             static_cast<int16_t>(-y)}};
+  }
+  int32_t x0() const { return lane[0]; }
+  int32_t y0() const { return lane[1]; }
+  int32_t x1() const { return -lane[2]; }
+  int32_t y1() const { return -lane[3]; }
+  bool operator==(const PackedBox& other) const { return lane == other.lane; }
+};
+
+inline PackedBox box_union(PackedBox a, PackedBox b) {
+  PackedBox out;
+  for (int i = 0; i < 4; ++i) out.lane[i] = std::min(a.lane[i], b.lane[i]);
+  return out;
+}
+
+// Union-find record of a root label: component size, first raster (padded) index, box.
 struct Component {
-  int32_t size, first, x0, y0, x1, y1;
+  int32_t size, first;
+  PackedBox box;
 };
 
-struct Pixel {
-  int32_t index, x, y;  // padded raster index and coordinates
-};
+using Pixel = PackedBox;  // the pixel's own box: its coordinates
 
-// For each 3x3 neighbourhood of active flags (bit 3 * row + column), the ring cells that
-// start a run of consecutive active cells in the ring order NW, N, NE, E, SE, S, SW, W. Two
-// consecutive ring cells are adjacent, so each run lies in one component: one find per run.
+// For each set of active neighbours (bit i: ring cell i in the order NW, N, NE, E, SE, S, SW,
+// W), the ring cells that start a run of consecutive active cells. Two consecutive ring cells
+// are adjacent, so each run lies in one component: one find per run.
 struct RunStarts {
-  std::array<uint8_t, 512> of{};
+  std::array<uint8_t, 256> of{};
   RunStarts() {
-    constexpr int kRingBit[8] = {0, 1, 2, 5, 8, 7, 6, 3};  // ring cell -> neighbourhood bit
-    for (int neighbourhood = 0; neighbourhood < 512; ++neighbourhood) {
-      uint32_t active = 0;
-      for (int i = 0; i < 8; ++i) active |= ((neighbourhood >> kRingBit[i]) & 1u) << i;
+    for (uint32_t active = 0; active < 256; ++active) {
       const uint32_t previous = ((active << 1) | (active >> 7)) & 0xFFu;
       uint32_t starts = active & ~previous;
       if (active == 0xFFu) starts = 1u;  // the whole ring is one run
-      of[neighbourhood] = static_cast<uint8_t>(starts);
+      of[active] = static_cast<uint8_t>(starts);
     }
   }
 };
 const RunStarts kRunStarts;
+
+// Labels are born only at pixels with no active neighbour, which are pairwise non-adjacent: at
+// most ceil(H / 2) * ceil(W / 2) of them, which the low 24 bits of a cell hold (checked).
+constexpr int kLabelBits = 24;
+constexpr uint32_t kLabelMask = (1u << kLabelBits) - 1;
 
 struct HeapEntry {
   double iou;
@@ -123,15 +148,14 @@ class ComponentSweep {
       : height_(height), width_(width), padded_width_(width + 2), count_(count),
         index_(thresholds, count),
         empty_box_{0, 0, empty_full ? width : 0, empty_full ? height : 0},
-        row_words_((width + 2 + 63) / 64 + 1),
-        active_bits_(static_cast<size_t>(height + 2) * row_words_),
-        label_(static_cast<size_t>(height + 2) * (width + 2)),
+        cells_(static_cast<size_t>(height + 2) * (width + 2)),
         parent_(static_cast<size_t>(height) * width),
         components_(parent_.size()),
         bucket_(static_cast<size_t>(height) * width),
         bucket_begin_(count + 1),
         cursor_(count + 1),
-        order_(bucket_.size()) {
+        order_(bucket_.size()),
+        joined_(bucket_.size()) {
     const int32_t w = padded_width_;
     ring_ = {-w - 1, -w, -w + 1, 1, w + 1, w, w - 1, -1};  // consecutive cells are adjacent
     if constexpr (kWithIoU) stamp_.resize(parent_.size());
@@ -142,11 +166,10 @@ class ComponentSweep {
            MapTruth truth) {
     TORCH_CHECK_VALUE(sort_into_buckets(map), "largest_component_boxes: map ", map_index,
                       " contains NaN or Inf");
-    std::fill(active_bits_.begin(), active_bits_.end(), uint64_t{0});
-    best_root_ = -1;
-    next_label_ = 0;
-    best_size_ = 0;
-    best_first_ = INT32_MAX;
+    std::fill(cells_.begin(), cells_.end(), uint32_t{0});
+    // The best component so far, as the key (size, -first raster index) packed in 64 bits.
+    int64_t best_key = 0;
+    int32_t best_root = -1, next_label = 0;
     double empty_iou = 0.0;
     if constexpr (kWithIoU) {
       heap_.clear();
@@ -154,16 +177,25 @@ class ComponentSweep {
       empty_iou = iou_of(empty_box_, truth);
     }
     for (int32_t k = count_; k >= 1; --k) {
-      for (int32_t i = bucket_begin_[k]; i < bucket_begin_[k - 1]; ++i) add(order_[i], truth);
+      const int32_t begin = bucket_begin_[k], end = bucket_begin_[k - 1];
+      for (int32_t i = begin; i < end; ++i) joined_[i] = add(order_[i], next_label, truth);
+      // The best is the previous best or a root joined in this bucket: a root absorbed since
+      // holds a smaller size than the root that absorbed it, which was joined too.
+      for (int32_t i = begin; i < end; ++i) {
+        const Component& joined = components_[joined_[i]];
+        const int64_t key = (int64_t{joined.size} << 32) | static_cast<uint32_t>(INT32_MAX - joined.first);
+        best_root = key > best_key ? joined_[i] : best_root;
+        best_key = std::max(key, best_key);
+      }
       int64_t* box = boxes + 4 * static_cast<int64_t>(k - 1);
-      if (best_size_ == 0) {
+      if (best_key == 0) {
         std::copy(empty_box_.begin(), empty_box_.end(), box);
       } else {
-        const Component& best = components_[best_root_];
-        box[0] = best.x0;
-        box[1] = best.y0;
-        box[2] = best.x1 + 1;
-        box[3] = best.y1 + 1;
+        const Component& best = components_[best_root];
+        box[0] = best.box.x0();
+        box[1] = best.box.y0();
+        box[2] = best.box.x1() + 1;
+        box[3] = best.box.y1() + 1;
       }
       if constexpr (kWithIoU) best_iou[k - 1] = heap_max_or(empty_iou);
     }
@@ -193,10 +225,9 @@ class ComponentSweep {
     }
     bucket_begin_[0] = offset;
     for (int32_t y = 0, i = 0; y < height_; ++y) {
-      const int32_t row = (y + 1) * padded_width_ + 1;
       for (int32_t x = 0; x < width_; ++x, ++i) {
         const int32_t k = bucket_[i];
-        if (k > 0) order_[cursor_[k]++] = {row + x, x, y};
+        if (k > 0) order_[cursor_[k]++] = PackedBox::of_pixel(x, y);
       }
     }
     return true;
@@ -219,31 +250,30 @@ class ComponentSweep {
     const Component& from = components_[b];
     into.size += from.size;
     into.first = std::min(into.first, from.first);
-    into.x0 = std::min(into.x0, from.x0);
-    into.y0 = std::min(into.y0, from.y0);
-    into.x1 = std::max(into.x1, from.x1);
-    into.y1 = std::max(into.y1, from.y1);
+    into.box = box_union(into.box, from.box);
     return a;
   }
 
-  // Adds one pixel to the mask: it joins the root of its first active neighbour run (or
-  // starts a component), then the roots of the other runs are united with it.
-  void add(const Pixel& pixel, MapTruth truth) {
-    const int32_t q = pixel.index;
-    uint32_t run_starts = kRunStarts.of[neighbourhood(pixel.x, pixel.y)];
-    active_bits_[(pixel.y + 1) * row_words_ + ((pixel.x + 1) >> 6)] |=
-        uint64_t{1} << ((pixel.x + 1) & 63);
+  // Adds one pixel to the mask and returns the root it joined: the root of its first active
+  // neighbour run (or a new component), united with the roots of the other runs.
+  [[gnu::always_inline]] int32_t add(Pixel pixel, int32_t& next_label, MapTruth truth) {
+    const int32_t w = padded_width_;
+    const int32_t q = (pixel.y0() + 1) * w + pixel.x0() + 1;
+    uint32_t* const cell = cells_.data() + q;
+    uint32_t run_starts = kRunStarts.of[*cell >> kLabelBits];
+    // Tell the neighbours that this pixel is in the mask: ring cell i sees it as its cell i + 4.
+    for (int i = 0; i < 8; ++i) cell[ring_[i]] |= 1u << (kLabelBits + ((i + 4) & 7));
     // Neighbouring roots met and their records before the pixel (for the IoU heap).
     std::array<int32_t, 4> met{};
     std::array<Component, 4> met_before{};
     int32_t met_count = 0;
     int32_t root;
     if (run_starts == 0) {
-      root = next_label_++;
+      root = next_label++;
       parent_[root] = root;
-      components_[root] = {1, q, pixel.x, pixel.y, pixel.x, pixel.y};
+      components_[root] = {1, q, pixel};
     } else {
-      root = find(label_[q + ring_[__builtin_ctz(run_starts)]]);
+      root = find(cell[ring_[__builtin_ctz(run_starts)]] & kLabelMask);
       run_starts &= run_starts - 1;
       if constexpr (kWithIoU) {
         met[met_count] = root;
@@ -252,12 +282,9 @@ class ComponentSweep {
       Component& joined = components_[root];
       ++joined.size;
       joined.first = std::min(joined.first, q);
-      joined.x0 = std::min(joined.x0, pixel.x);
-      joined.y0 = std::min(joined.y0, pixel.y);
-      joined.x1 = std::max(joined.x1, pixel.x);
-      joined.y1 = std::max(joined.y1, pixel.y);
+      joined.box = box_union(joined.box, pixel);
       while (run_starts != 0) {
-        const int32_t other = find(label_[q + ring_[__builtin_ctz(run_starts)]]);
+        const int32_t other = find(cell[ring_[__builtin_ctz(run_starts)]] & kLabelMask);
         run_starts &= run_starts - 1;
         if (other == root) continue;
         if constexpr (kWithIoU) {
@@ -267,42 +294,24 @@ class ComponentSweep {
         root = unite(root, other);
       }
     }
-    label_[q] = root;
-    const Component& merged = components_[root];
-    if (merged.size > best_size_ || (merged.size == best_size_ && merged.first < best_first_)) {
-      best_root_ = root;
-      best_size_ = merged.size;
-      best_first_ = merged.first;
-    }
+    *cell = static_cast<uint32_t>(root);  // its own active-neighbour bits are not read again
     if constexpr (kWithIoU) {
+      const Component& merged = components_[root];
       bool box_changed = true;  // a new root has no heap entry yet
       for (int32_t m = 0; m < met_count; ++m) {
         if (met[m] != root) continue;
         const Component& before = met_before[m];
-        box_changed = before.x0 != merged.x0 || before.y0 != merged.y0 ||
-                      before.x1 != merged.x1 || before.y1 != merged.y1;
+        box_changed = !(before.box == merged.box);
       }
       if (box_changed) {
         stamp_[root] = ++stamp_counter_;
-        const std::array<int32_t, 4> box{merged.x0, merged.y0, merged.x1 + 1, merged.y1 + 1};
+        const std::array<int32_t, 4> box{merged.box.x0(), merged.box.y0(), merged.box.x1() + 1,
+                                         merged.box.y1() + 1};
         heap_.push_back({iou_of(box, truth), root, stamp_counter_});
         std::push_heap(heap_.begin(), heap_.end());
       }
     }
-  }
-
-  // Active flags of the 3x3 neighbourhood of pixel (x, y), bit 3 * row + column. Whole
-  // aligned words are read (as they are written), so a flag set by the previous pixel is
-  // forwarded from the store buffer.
-  uint32_t neighbourhood(int32_t x, int32_t y) const {
-    const uint64_t* row = active_bits_.data() + static_cast<size_t>(y) * row_words_ + (x >> 6);
-    const int shift = x & 63;
-    uint32_t bits = 0;
-    for (int r = 0; r < 3; ++r, row += row_words_) {
-      const uint64_t window = (row[0] >> shift) | (row[1] << 1 << (63 - shift));
-      bits |= static_cast<uint32_t>(window & 7u) << (3 * r);
-    }
-    return bits;
+    return root;
   }
 
   static double iou_of(const std::array<int32_t, 4>& box, MapTruth truth) {
@@ -324,18 +333,17 @@ class ComponentSweep {
   const int32_t height_, width_, padded_width_, count_;
   const ThresholdIndex<T> index_;
   const std::array<int32_t, 4> empty_box_;
-  std::array<int32_t, 8> ring_{};
-  const int32_t row_words_;
-  std::vector<uint64_t> active_bits_;  // padded raster rows of words, one bit per pixel in the mask
-  std::vector<int32_t> label_;  // padded raster: the label a pixel of the mask joined
+  std::array<int32_t, 8> ring_{};  // padded raster offsets of the ring cells
+  // Padded raster, one word per pixel: before the pixel joins the mask, bit kLabelBits + i
+  // says ring cell i is in the mask; after, the low kLabelBits hold the label it joined.
+  std::vector<uint32_t> cells_;
   std::vector<int32_t> parent_;  // union-find over labels
-  int32_t next_label_ = 0;
   std::vector<Component> components_;
   std::vector<int32_t> bucket_;
   std::vector<int32_t> bucket_begin_;
   std::vector<int32_t> cursor_;
   std::vector<Pixel> order_;
-  int32_t best_root_ = -1, best_size_ = 0, best_first_ = INT32_MAX;
+  std::vector<int32_t> joined_;  // joined_[i]: the root pixel order_[i] joined
   std::vector<int32_t> stamp_;
   std::vector<HeapEntry> heap_;
   int32_t stamp_counter_ = 0;
@@ -376,6 +384,11 @@ std::tuple<at::Tensor, at::Tensor> threshold_sweep_cpu(const at::Tensor& maps,
                                                        bool empty_full,
                                                        const at::Tensor& gt_boxes,
                                                        const at::Tensor& gt_counts) {
+  // Coordinates fit the 16-bit lanes of PackedBox, labels the low bits of a cell.
+  TORCH_CHECK_VALUE(maps.size(1) <= INT16_MAX && maps.size(2) <= INT16_MAX &&
+                        (maps.size(1) + 1) / 2 * ((maps.size(2) + 1) / 2) <= kLabelMask,
+                    "largest_component_boxes: maps of shape ", maps.sizes(),
+                    " are too large for the CPU op (at most 32767 pixels a side and 2^26 pixels)");
   const int64_t count = maps.size(0);
   const int64_t levels = thresholds.size(0);
   at::Tensor boxes = at::empty({count, levels, 4}, maps.options().dtype(at::kLong));

@@ -1,7 +1,8 @@
 // Percentile-max normalization on the CPU: per map, the p-th percentile by selection, then
 // clamp(M / P, 0, 1). Selection is a radix pass over the top bits of the values' order-preserving
-// integer keys (a histogram finds the bucket holding the wanted rank) followed by
-// std::nth_element over that bucket only. Maps run in parallel (at::parallel_for).
+// integer keys (a histogram finds the bucket holding the wanted rank; the first pass reads the
+// map in place and checks it for NaN / Inf on the way) followed by std::nth_element over that
+// bucket only. Maps run in parallel (at::parallel_for).
 #include "eval_ops.h"
 
 #include <ATen/OpMathType.h>
@@ -10,6 +11,8 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cmath>
+#include <limits>
 #include <vector>
 
 namespace wsol {
@@ -36,42 +39,101 @@ class RadixSelect {
   static constexpr size_t kSmall = 256;
 
  public:
-  // The p-th percentile of values[0, n) (finite; numpy's linear method) in type T.
+  // The p-th percentile of values[0, n) (numpy's linear method) in type T; false if a value
+  // is NaN or Inf. The first round reads the values where they are (checking them on the way);
+  // later rounds read the kept copy.
   template <typename S>
-  T percentile(const S* values, int64_t n, const PercentilePlan& plan) {
-    if (plan.take_max) return static_cast<T>(*std::max_element(values, values + n));
-    kept_.assign(values, values + n);  // converted to T
+  bool percentile(const S* values, int64_t n, const PercentilePlan& plan, T& result) {
+    bool finite = true;
+    if (plan.take_max) {
+      T peak = -std::numeric_limits<T>::infinity();
+      for (int64_t i = 0; i < n; ++i) {
+        const T value = static_cast<T>(values[i]);
+        finite &= std::isfinite(value);
+        peak = std::max(peak, value);
+      }
+      result = peak;
+      return finite;
+    }
     int64_t rank = plan.lower;
     const int64_t extra = plan.gamma == 0.0 ? 0 : 1;  // the lerp also needs rank + 1
-    for (int shift = kKeyBits - kBits; shift > -kBits && kept_.size() > kSmall; shift -= kBits) {
-      const int bits_shift = shift > 0 ? shift : 0;
-      histogram_.fill(0);
-      for (const T value : kept_) ++histogram_[bucket_of(value, bits_shift)];
-      int bucket = 0;
-      int64_t below = 0;
-      while (below + histogram_[bucket] <= rank) below += histogram_[bucket++];
-      if (rank + extra >= below + histogram_[bucket]) break;  // the two ranks straddle buckets
-      size_t size = 0;
-      for (const T value : kept_)
-        if (bucket_of(value, bits_shift) == bucket) kept_[size++] = value;
-      kept_.resize(size);
+    int shift = kKeyBits - kBits;
+    if (!count_buckets(values, n, shift)) return false;
+    int64_t below = 0;
+    int bucket = wanted_bucket(rank, below);
+    if (rank + extra < below + histogram_[bucket]) {  // both ranks in one bucket: keep only it
+      kept_.resize(histogram_[bucket] + 1);  // + 1: the branch-free filter writes one ahead
+      kept_.resize(keep_bucket(values, n, shift, bucket));
       rank -= below;
-      if (shift <= 0) break;
+      for (shift -= kBits; shift > -kBits && kept_.size() > kSmall; shift -= kBits) {
+        const int bits_shift = shift > 0 ? shift : 0;
+        count_buckets(kept_.data(), static_cast<int64_t>(kept_.size()), bits_shift);
+        bucket = wanted_bucket(rank, below);
+        if (rank + extra >= below + histogram_[bucket]) break;  // the two ranks straddle buckets
+        kept_.resize(keep_bucket(kept_.data(), static_cast<int64_t>(kept_.size()), bits_shift, bucket));
+        rank -= below;
+        if (shift <= 0) break;
+      }
+    } else {
+      kept_.assign(values, values + n);  // converted to T
     }
     T* begin = kept_.data();
     T* end = begin + kept_.size();
     T* lower = begin + rank;
     std::nth_element(begin, lower, end);
-    if (plan.gamma == 0.0) return *lower;
-    return numpy_lerp(*lower, *std::min_element(lower + 1, end), plan.gamma);
+    result = plan.gamma == 0.0 ? *lower : numpy_lerp(*lower, *std::min_element(lower + 1, end), plan.gamma);
+    return true;
   }
 
  private:
+  // histogram_ := how many of values[0, n) fall in each bucket; false if one is NaN or Inf.
+  // Four interleaved partial histograms, so that runs of values in one bucket (smooth maps)
+  // do not serialize on one counter.
+  template <typename V>
+  bool count_buckets(const V* values, int64_t n, int shift) {
+    constexpr int kLanes = 4;
+    std::fill(partial_.begin(), partial_.end(), 0);
+    bool finite = true;
+    for (int64_t i = 0; i < n; ++i) {
+      const T value = static_cast<T>(values[i]);
+      finite &= std::isfinite(value);
+      ++partial_[((i % kLanes) << kBits) + bucket_of(value, shift)];
+    }
+    for (int b = 0; b < (1 << kBits); ++b) {
+      int64_t total = 0;
+      for (int lane = 0; lane < kLanes; ++lane) total += partial_[(lane << kBits) + b];
+      histogram_[b] = total;
+    }
+    return finite;
+  }
+
+  // Moves the values of `bucket` to the front of kept_ (which may be `values` itself: writes
+  // never pass reads) without branching; returns how many there are.
+  template <typename V>
+  size_t keep_bucket(const V* values, int64_t n, int shift, int bucket) {
+    size_t size = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const T value = static_cast<T>(values[i]);
+      kept_[size] = value;
+      size += bucket_of(value, shift) == bucket;
+    }
+    return size;
+  }
+
+  // The histogram bucket holding rank `rank`; `below` = number of values in lower buckets.
+  int wanted_bucket(int64_t rank, int64_t& below) const {
+    int bucket = 0;
+    below = 0;
+    while (below + histogram_[bucket] <= rank) below += histogram_[bucket++];
+    return bucket;
+  }
+
   static int bucket_of(T value, int shift) {
     return static_cast<int>((order_key(value) >> shift) & ((1u << kBits) - 1));
   }
 
   std::array<int64_t, 1 << kBits> histogram_;
+  std::array<int32_t, 4 << kBits> partial_;
   std::vector<T> kept_;
 };
 
@@ -87,10 +149,9 @@ void normalize_maps(const at::Tensor& maps, at::Tensor& out, double p) {
     RadixSelect<T> select;
     for (int64_t map = begin; map < end; ++map) {
       const scalar_t* source = input + map * n;
-      bool finite = true;
-      for (int64_t i = 0; i < n; ++i) finite &= std::isfinite(static_cast<T>(source[i]));
-      TORCH_CHECK_VALUE(finite, "percentile_max_normalize: map ", map, " contains NaN or Inf");
-      const T level = select.percentile(source, n, plan);
+      T level;
+      TORCH_CHECK_VALUE(select.percentile(source, n, plan, level), "percentile_max_normalize: map ",
+                        map, " contains NaN or Inf");
       float* target = output + map * n;
       for (int64_t i = 0; i < n; ++i) target[i] = clamped_ratio(static_cast<T>(source[i]), level);
     }

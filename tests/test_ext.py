@@ -256,6 +256,8 @@ def test_boxes_reject_bad_arguments():
         ext.largest_component_boxes(maps, [0.1], empty="none")
     with pytest.raises(ValueError, match="maps"):
         ext.largest_component_boxes(torch.rand(2, 0, 4), [0.1])
+    with pytest.raises(ValueError, match="too large"):  # wider than a 16-bit box coordinate
+        ext.largest_component_boxes(torch.rand(1, 2, 32768), [0.1])
 
 
 # ---- IoU: all components (MaxBoxAccV2) and largest boxes (MaxBoxAcc) ----
