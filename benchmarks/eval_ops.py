@@ -6,8 +6,10 @@ as in wsolevaluation (uint8 map, cv2.threshold, cv2.findContours, largest contou
 cv2.boundingRect; numpy percentile normalization), the C++ extension on one thread and on all
 cores (also with the all-component IoU pass of MaxBoxAccV2), and CUDA when present. Ratios are
 against the OpenCV loop measured in the same run, per kind of map: "smooth" (blurred 28x28
-noise, bilinearly resized: a few blobs) and "textured" (unblurred 28x28 noise: many blobs and
-long contours, which cost OpenCV more). Prints a table and writes JSON (``--out``).
+noise, bilinearly resized: a few blobs), "textured" (unblurred 28x28 noise: many blobs and
+long contours, which cost OpenCV more) and, with ``--checkpoint``, "model": a trained model's
+foreground maps of its test split (ground-truth class, resized like evaluation resizes them).
+Prints a table and writes JSON (``--out``).
 
 A second table times the whole per-image MaxBoxAcc accumulation: wsolevaluation's
 ``BoxEvaluator.accumulate`` as written there (the map's peak recomputed at every threshold,
@@ -18,6 +20,7 @@ Their counts differ slightly by design: wsolevaluation quantizes the map to uint
 boxes to W - 1; this project thresholds the float map exactly.
 
     python benchmarks/eval_ops.py --out runs/bench/eval_ops.json
+    python benchmarks/eval_ops.py --checkpoint runs/demo/late/checkpoint.pt --kinds model
 """
 import argparse
 import json
@@ -58,6 +61,27 @@ def random_maps(kind: str, count: int, size: int, seed: int) -> torch.Tensor:
         kernel = (kernel[:, None] * kernel[None, :] / 256.0).view(1, 1, 5, 5)
         noise = F.conv2d(F.pad(noise, (2, 2, 2, 2), mode="replicate"), kernel)
     return F.interpolate(noise, size=(size, size), mode="bilinear", align_corners=False).squeeze(1)
+
+
+def model_maps(checkpoint: Path, count: int, size: int) -> torch.Tensor:
+    """(count, size, size) float32: the localization maps (ground-truth class) that
+    ``checkpoint``'s model gives the first images of its test split resized to size x size
+    (repeated up to ``count`` maps if the split is smaller)."""
+    from wsol_fast.config import TrainConfig
+    from wsol_fast.data import WSOLDataset
+    from wsol_fast.engine.evaluate import localization_maps
+    from wsol_fast.engine.run import load_data_split, model_from_checkpoint
+
+    model, state = model_from_checkpoint(checkpoint)
+    cfg = TrainConfig.from_dict(state["config"])
+    dataset = WSOLDataset(load_data_split(cfg, "test"), train=False, image_size=size, resize=size,
+                          eval_protocol="wsolevaluation")
+    samples = [dataset[i] for i in range(min(count, len(dataset)))]
+    images = torch.stack([image for image, _, _ in samples])
+    labels = torch.tensor([label for _, label, _ in samples])
+    with torch.no_grad():
+        _, maps = localization_maps(model.eval(), images, labels, cfg.loss.method)
+    return maps.repeat(-(-count // len(samples)), 1, 1)[:count].contiguous()
 
 
 def opencv_boxes(scoremap: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -165,13 +189,21 @@ def main() -> None:
     parser.add_argument("--maps", type=int, default=64, help="maps per batch for the extension")
     parser.add_argument("--slow-maps", type=int, default=4, help="maps for reference and OpenCV")
     parser.add_argument("--thresholds", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--kinds", nargs="+", choices=MAP_KINDS, default=list(MAP_KINDS))
+    parser.add_argument("--kinds", nargs="+", choices=(*MAP_KINDS, "model"), default=None,
+                        help="kinds of maps (default: smooth, textured, and model with --checkpoint)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a trained model whose test-split foreground maps form the kind 'model'")
     parser.add_argument("--percentile", type=float, default=99.0)
     parser.add_argument("--min-seconds", type=float, default=1.0, help="timing per row")
     parser.add_argument("--out", type=Path, default=None, help="JSON output path")
     args = parser.parse_args()
     if not ext.available():
         raise SystemExit("wsol_fast._C is not built: run `pip install --no-build-isolation -e .`")
+    kinds = args.kinds or [*MAP_KINDS, *(["model"] if args.checkpoint else [])]
+    if "model" in kinds and args.checkpoint is None:
+        parser.error("--kinds model needs --checkpoint")
+    maps_of = {kind: model_maps(args.checkpoint, args.maps, args.size) if kind == "model"
+               else random_maps(kind, args.maps, args.size, seed=0) for kind in kinds}
 
     console = Console()
     if not console.is_terminal:
@@ -188,8 +220,8 @@ def main() -> None:
         notes.append("CUDA rows skipped: no GPU or no CUDA build of wsol_fast._C")
 
     rows = []
-    for kind, count in [(kind, count) for kind in args.kinds for count in args.thresholds]:
-        maps = random_maps(kind, args.maps, args.size, seed=0)
+    for kind, count in [(kind, count) for kind in kinds for count in args.thresholds]:
+        maps = maps_of[kind]
         slow = maps[: args.slow_maps]
         levels = (np.arange(count) / count).tolist()
         base_rate, reference_boxes = None, None
@@ -226,8 +258,8 @@ def main() -> None:
     accumulate_rows = []
     if cv2 is not None:
         gt = np.array([[40, 50, 180, 170]])
-        for kind, count in [(kind, count) for kind in args.kinds for count in args.thresholds]:
-            maps = random_maps(kind, args.maps, args.size, seed=0)
+        for kind, count in [(kind, count) for kind in kinds for count in args.thresholds]:
+            maps = maps_of[kind]
             levels = (np.arange(count) / count).tolist()
             torch.set_num_threads(1)
             base, _ = measure(lambda m, lv, p: wsolevaluation_path(m, lv, p, gt),
@@ -266,6 +298,7 @@ def main() -> None:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         report = {"benchmark": "eval_ops", "size": args.size, "percentile": args.percentile,
+                  "checkpoint": str(args.checkpoint) if args.checkpoint else None,
                   "cpu": platform.processor() or platform.machine(), "cores": cores,
                   "torch": torch.__version__, "opencv": cv2.__version__ if cv2 is not None else None,
                   "gpu": torch.cuda.get_device_name() if cuda else None,
