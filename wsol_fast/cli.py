@@ -46,7 +46,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--synthetic-classes", type=positive_int, default=10)
     group.add_argument("--synthetic-train-per-class", type=positive_int, default=60)
     group.add_argument("--synthetic-test-per-class", type=positive_int, default=20)
-    group.add_argument("--synthetic-image-size", type=positive_int, default=128)
+    group.add_argument("--synthetic-image-size", type=positive_int, default=224)
 
 
 def data_config(args: argparse.Namespace) -> DataConfig:

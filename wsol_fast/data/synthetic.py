@@ -20,10 +20,12 @@ Design (what makes it a real weakly supervised localization problem):
   border) carry body-like textures of random classes, desaturated to
   ``distractor_saturation`` of their colour, and never a part. They are off by default: any
   textured distractor is evidence outside the object that BAS's background-suppression
-  objective learns to mask, so its maps drift onto them. Measured with the demo's recipe
-  (CAM / BAS early GT-known, test split, thresholds chosen on validation): no distractors
-  35.0 / 70.0; 1-3 grey distractors (saturation 0.1) 63.0 / 55.5; 1-4 distractors coloured
-  like bodies 59.5 / 52.5.
+  objective learns to mask, so its maps drift onto them. Measured with the demo's recipe at
+  128 px (CAM / BAS early GT-known, one run each): no distractors 35.0 / 70.0; 1-3 grey
+  distractors (saturation 0.1) 63.0 / 55.5; 1-4 distractors coloured like bodies 59.5 / 52.5.
+- **Size.** 224 px by default, the paper's input: at 128 px the receptive field of the
+  features BAS masks (139 px) covers the whole image, every feature cell carries the class,
+  and BAS's maps often settle beside the object (``launch/probe_background.py`` shows it).
 - **Exact boxes.** Masks are binary; the box written to ``bounding_boxes.txt`` is the bounding
   box of the whole object mask (body and part), ``x1``/``y1`` exclusive.
 
@@ -93,7 +95,7 @@ class SyntheticSpec:
     num_classes: int = 10
     train_per_class: int = 60
     test_per_class: int = 20
-    image_size: int = 128
+    image_size: int = 224
     seed: int = 0
     object_scale_range: tuple[float, float] = (0.45, 0.75)
     part_area_fraction: float = 0.03
