@@ -7,7 +7,7 @@ the demo first pre-trains the backbone as a plain classifier on the synthetic tr
 that, every run uses the paper's recipe (SGD, lr 0.001, BAS multipliers).
 
 Every step runs the real command line (printed before it runs), so the demo doubles as a
-recipe. Sized for a 2-core CPU: under 10 minutes in all. Besides the table it writes
+recipe. Sized for a 2-core CPU: about 13 minutes in all. Besides the table it writes
 ``grid.png`` (test images with the CAM, early and late maps and boxes side by side, like the
 paper's Fig. 3) and ``curves.png`` (every loss term and accuracy per epoch, from the JSON logs).
 """
