@@ -34,7 +34,12 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
+from torch.utils.data import default_collate
 
+from wsol_fast.config import TrainConfig
+from wsol_fast.data import WSOLDataset
+from wsol_fast.engine.evaluate import localization_maps
+from wsol_fast.engine.run import load_data_split, model_from_checkpoint
 from wsol_fast.metrics import MaxBoxAccCounts, threshold_sweep_ious
 from wsol_fast.ops import ext
 
@@ -67,21 +72,14 @@ def model_maps(checkpoint: Path, count: int, size: int) -> torch.Tensor:
     """(count, size, size) float32: the localization maps (ground-truth class) that
     ``checkpoint``'s model gives the first images of its test split resized to size x size
     (repeated up to ``count`` maps if the split is smaller)."""
-    from wsol_fast.config import TrainConfig
-    from wsol_fast.data import WSOLDataset
-    from wsol_fast.engine.evaluate import localization_maps
-    from wsol_fast.engine.run import load_data_split, model_from_checkpoint
-
     model, state = model_from_checkpoint(checkpoint)
     cfg = TrainConfig.from_dict(state["config"])
     dataset = WSOLDataset(load_data_split(cfg, "test"), train=False, image_size=size, resize=size,
                           eval_protocol="wsolevaluation")
-    samples = [dataset[i] for i in range(min(count, len(dataset)))]
-    images = torch.stack([image for image, _, _ in samples])
-    labels = torch.tensor([label for _, label, _ in samples])
+    images, labels, _ = default_collate([dataset[i] for i in range(min(count, len(dataset)))])
     with torch.no_grad():
         _, maps = localization_maps(model.eval(), images, labels, cfg.loss.method)
-    return maps.repeat(-(-count // len(samples)), 1, 1)[:count].contiguous()
+    return maps.repeat(-(-count // len(maps)), 1, 1)[:count].contiguous()
 
 
 def opencv_boxes(scoremap: np.ndarray, levels: np.ndarray) -> np.ndarray:
