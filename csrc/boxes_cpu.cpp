@@ -1,18 +1,20 @@
 // All-threshold largest-component boxes on the CPU, one pass per map.
 //
 // Every pixel goes to the bucket k = number of thresholds strictly below its value, so it is in
-// the mask `map > t_j` exactly for j < k. Buckets are added from k = T down to 1 to a
-// union-find over the 8-neighbourhood (union by size, path halving). Each pixel has one word:
-// while it is outside the mask, 8 bits of which neighbours are in (set by each neighbour as it
-// joins; a lookup table on them gives one find per run of active neighbours); once inside, the
-// label of the component it joined. Labels are numbered densely as components are born, so the
-// forest and its records (size, first raster index, box packed in 16-bit lanes so that growing
-// it is one lane-wise minimum) stay small and cache-resident while pixels are visited out of
-// raster order. After bucket k the largest component (ties: first raster index) is the box of
-// threshold k - 1; it is found after each bucket among the previous best and the roots the
-// bucket's pixels joined, off the union-find's critical path. With ground-truth boxes the pass
-// also keeps a max-heap of every component's IoU (stale entries dropped lazily) for the best
-// IoU over all components at every threshold (MaxBoxAccV2).
+// the mask `map > t_j` exactly for j < k. Buckets are added from k = T down to 1 (raster order
+// inside a bucket) to a union-find over the 8-neighbourhood (union by size, path halving).
+// Since the order is fixed by the buckets alone, which neighbours are already in the mask when
+// a pixel joins (those of a higher bucket, and those of its own bucket before it in raster
+// order) is known beforehand: a vectorized pass over the bucket raster computes it for every
+// pixel, and the counting sort that orders the pixels stores it, as the ring cells that start a
+// run of active neighbours (one find per run), with the pixel. The sweep then only reads the
+// labels of those cells. Labels are numbered densely as components are born, so the forest and
+// its records (size, first raster index, box packed in 16-bit lanes so that growing it is one
+// lane-wise minimum) stay small and cache-resident while pixels are visited out of raster
+// order. After bucket k the largest component (ties: first raster index) is the box of
+// threshold k - 1, tracked as each pixel grows its root. With ground-truth boxes the pass also
+// keeps a max-heap of every component's IoU (stale entries dropped lazily) for the best IoU
+// over all components at every threshold (MaxBoxAccV2).
 #include "eval_ops.h"
 
 #include <ATen/OpMathType.h>
@@ -27,51 +29,70 @@
 namespace wsol {
 namespace {
 
-// Number of thresholds strictly below a value. A grid of 2T cells over [t_0, t_last] gives
-// the answer up to the one threshold a cell can hold when the thresholds are evenly spaced;
-// a check falls back to a walk otherwise, so any ascending thresholds are answered exactly.
+// Number of thresholds strictly below a value, by a table over a grid of cells. `cell_of` is
+// monotone in the value, so a threshold in a lower cell than the value is below it and one in
+// a higher cell is above it: only the thresholds in the value's own cell need comparing. The
+// grid is refined until no cell holds two thresholds (evenly spaced ones never share a cell
+// of 2T); a cell that still does (repeated thresholds) is answered by a binary search.
 template <typename T>
 class ThresholdIndex {
  public:
-  ThresholdIndex(const T* thresholds, int32_t count) : count_(count) {
-    // bounds_[j + 1] = t_j between -inf and +inf: the answer j has bounds_[j] < v <= bounds_[j + 1].
-    bounds_.reserve(count + 2);
-    bounds_.push_back(-std::numeric_limits<T>::infinity());
-    bounds_.insert(bounds_.end(), thresholds, thresholds + count);
-    bounds_.push_back(std::numeric_limits<T>::infinity());
-    const double first = static_cast<double>(thresholds[0]);
-    const double span = static_cast<double>(thresholds[count - 1]) - first;
-    const int32_t cells = span > 0.0 ? 2 * count : 1;
-    first_ = thresholds[0];
-    scale_ = span > 0.0 ? static_cast<T>(cells / span) : T(0);
-    last_cell_ = static_cast<T>(cells - 1);
-    start_.resize(cells);
-    for (int32_t cell = 0; cell < cells; ++cell) {
-      const double edge = first + cell * (span / cells);
-      start_[cell] = static_cast<int32_t>(
-          std::lower_bound(thresholds, thresholds + count, edge,
-                           [](T t, double e) { return static_cast<double>(t) < e; }) -
-          thresholds);
+  ThresholdIndex(const T* thresholds, int32_t count)
+      : thresholds_(thresholds, thresholds + count), first_(thresholds[0]) {
+    const double span = static_cast<double>(thresholds[count - 1]) - static_cast<double>(first_);
+    for (int64_t cells = span > 0.0 ? 2 * int64_t{count} : 1;; cells *= 2) {
+      scale_ = span > 0.0 ? static_cast<T>(cells / span) : T(0);
+      last_cell_ = static_cast<T>(cells - 1);
+      if (tabulate(cells) || cells >= kMaxCells) break;
     }
   }
 
   int32_t count_below(T value) const {
-    const T scaled = (value - first_) * scale_;
-    const T offset = std::min(scaled > T(0) ? scaled : T(0), last_cell_);  // NaN -> cell 0
-    const T* below = bounds_.data();  // below[j] = t_{j-1}
-    int32_t index = start_[static_cast<int32_t>(offset)];
-    index += below[index + 1] < value;
-    if ((below[index] < value) & (below[index + 1] >= value)) [[likely]] return index;
-    while (index > 0 && !(below[index] < value)) --index;
-    while (index < count_ && below[index + 1] < value) ++index;
-    return index;
+    const Cell& cell = cells_[cell_of(value)];
+    if (cell.below < 0) [[unlikely]] {
+      return static_cast<int32_t>(
+          std::lower_bound(thresholds_.begin(), thresholds_.end(), value) - thresholds_.begin());
+    }
+    return cell.below + (value > cell.threshold);
   }
 
  private:
-  int32_t count_;
-  std::vector<T> bounds_;
-  T first_, scale_, last_cell_;
-  std::vector<int32_t> start_;
+  static constexpr int64_t kMaxCells = int64_t{1} << 20;
+
+  // Thresholds in lower cells, and the cell's one threshold (+inf if none); below = -1 if the
+  // cell holds more than one.
+  struct Cell {
+    T threshold;
+    int32_t below;
+  };
+
+  int32_t cell_of(T value) const {
+    const T scaled = (value - first_) * scale_;
+    return static_cast<int32_t>(std::min(scaled > T(0) ? scaled : T(0), last_cell_));  // NaN -> 0
+  }
+
+  // Fills the table for the current grid; false if some cell holds two thresholds.
+  bool tabulate(int64_t cells) {
+    std::vector<int32_t> held(cells, 0);
+    cells_.assign(cells, Cell{std::numeric_limits<T>::infinity(), 0});
+    for (const T threshold : thresholds_) {
+      const int32_t cell = cell_of(threshold);
+      ++held[cell];
+      cells_[cell].threshold = threshold;
+    }
+    int32_t below = 0;
+    bool single = true;
+    for (int64_t cell = 0; cell < cells; ++cell) {
+      single &= held[cell] <= 1;
+      cells_[cell].below = held[cell] <= 1 ? below : -1;
+      below += held[cell];
+    }
+    return single;
+  }
+
+  std::vector<T> thresholds_;
+  T first_, scale_{}, last_cell_{};
+  std::vector<Cell> cells_;
 };
 
 // An inclusive box stored as (x0, y0, -x1, -y1) in 16-bit lanes, so that the union of two
@@ -102,8 +123,6 @@ struct Component {
   PackedBox box;
 };
 
-using Pixel = PackedBox;  // the pixel's own box: its coordinates
-
 // For each set of active neighbours (bit i: ring cell i in the order NW, N, NE, E, SE, S, SW,
 // W), the ring cells that start a run of consecutive active cells. Two consecutive ring cells
 // are adjacent, so each run lies in one component: one find per run.
@@ -120,10 +139,16 @@ struct RunStarts {
 };
 const RunStarts kRunStarts;
 
-// Labels are born only at pixels with no active neighbour, which are pairwise non-adjacent: at
-// most ceil(H / 2) * ceil(W / 2) of them, which the low 24 bits of a cell hold (checked).
-constexpr int kLabelBits = 24;
-constexpr uint32_t kLabelMask = (1u << kLabelBits) - 1;
+// A pixel as the sweep adds it: its box, padded raster index and the ring cells to read
+// (everything the sweep needs in one load, none of it waiting on the sweep itself).
+struct Event {
+  PackedBox pixel;
+  int32_t q;
+  uint32_t run_starts;
+};
+
+// The union of nothing: every lane at its maximum.
+constexpr PackedBox kNoBox{{INT16_MAX, INT16_MAX, INT16_MAX, INT16_MAX}};
 
 struct HeapEntry {
   double iou;
@@ -138,7 +163,9 @@ struct MapTruth {
   int64_t count;
 };
 
-template <typename scalar_t, bool kWithIoU>
+// Level: the type of a pixel's bucket index (int16_t when the thresholds are few enough, so
+// that the neighbour comparisons run on twice as many pixels per vector).
+template <typename scalar_t, bool kWithIoU, typename Level>
 class ComponentSweep {
   using T = at::opmath_type<scalar_t>;
 
@@ -148,28 +175,30 @@ class ComponentSweep {
       : height_(height), width_(width), padded_width_(width + 2), count_(count),
         index_(thresholds, count),
         empty_box_{0, 0, empty_full ? width : 0, empty_full ? height : 0},
-        cells_(static_cast<size_t>(height + 2) * (width + 2)),
+        levels_(static_cast<size_t>(height + 2) * (width + 2), 0),
+        active_(levels_.size()),
+        labels_(levels_.size()),
         parent_(static_cast<size_t>(height) * width),
         components_(parent_.size()),
-        bucket_(static_cast<size_t>(height) * width),
         bucket_begin_(count + 1),
         cursor_(count + 1),
-        order_(bucket_.size()),
-        joined_(bucket_.size()) {
+        events_(parent_.size()) {
     const int32_t w = padded_width_;
     ring_ = {-w - 1, -w, -w + 1, 1, w + 1, w, w - 1, -1};  // consecutive cells are adjacent
-    if constexpr (kWithIoU) stamp_.resize(parent_.size());
+    if constexpr (kWithIoU) {
+      stamp_.resize(parent_.size());
+      pushed_box_.resize(parent_.size());
+    }
   }
 
   // Boxes (T, 4) and, with kWithIoU, best IoU over all components (T,) of one map.
   void run(const scalar_t* map, int64_t map_index, int64_t* boxes, double* best_iou,
            MapTruth truth) {
-    TORCH_CHECK_VALUE(sort_into_buckets(map), "largest_component_boxes: map ", map_index,
+    TORCH_CHECK_VALUE(level_pixels(map), "largest_component_boxes: map ", map_index,
                       " contains NaN or Inf");
-    std::fill(cells_.begin(), cells_.end(), uint32_t{0});
-    // The best component so far, as the key (size, -first raster index) packed in 64 bits.
-    int64_t best_key = 0;
-    int32_t best_root = -1, next_label = 0;
+    mark_active_neighbours();
+    sort_into_buckets();
+    State state;
     double empty_iou = 0.0;
     if constexpr (kWithIoU) {
       heap_.clear();
@@ -177,21 +206,14 @@ class ComponentSweep {
       empty_iou = iou_of(empty_box_, truth);
     }
     for (int32_t k = count_; k >= 1; --k) {
-      const int32_t begin = bucket_begin_[k], end = bucket_begin_[k - 1];
-      for (int32_t i = begin; i < end; ++i) joined_[i] = add(order_[i], next_label, truth);
-      // The best is the previous best or a root joined in this bucket: a root absorbed since
-      // holds a smaller size than the root that absorbed it, which was joined too.
-      for (int32_t i = begin; i < end; ++i) {
-        const Component& joined = components_[joined_[i]];
-        const int64_t key = (int64_t{joined.size} << 32) | static_cast<uint32_t>(INT32_MAX - joined.first);
-        best_root = key > best_key ? joined_[i] : best_root;
-        best_key = std::max(key, best_key);
-      }
+      const Event* event = events_.data() + bucket_begin_[k];
+      const Event* end = events_.data() + bucket_begin_[k - 1];
+      for (; event != end; ++event) add(*event, state, truth);
       int64_t* box = boxes + 4 * static_cast<int64_t>(k - 1);
-      if (best_key == 0) {
+      if (state.best_key == 0) {
         std::copy(empty_box_.begin(), empty_box_.end(), box);
       } else {
-        const Component& best = components_[best_root];
+        const Component& best = components_[state.best_root];
         box[0] = best.box.x0();
         box[1] = best.box.y0();
         box[2] = best.box.x1() + 1;
@@ -202,40 +224,76 @@ class ComponentSweep {
   }
 
  private:
-  // Buckets every pixel and lists the pixels of buckets T..1 in that order (raster order
-  // inside a bucket): bucket k is order_[bucket_begin_[k], bucket_begin_[k - 1]). Returns
-  // false if the map holds NaN or Inf.
-  bool sort_into_buckets(const scalar_t* map) {
+  // The sweep's running state: the largest component so far as its key (size, -first raster
+  // index) packed in 64 bits, and the next label to give.
+  struct State {
+    int64_t best_key = 0;
+    int32_t best_root = -1, next_label = 0;
+  };
+
+  // levels_ := every pixel's bucket (the border stays 0); cursor_[k] := the size of bucket k.
+  // Returns false if the map holds NaN or Inf.
+  bool level_pixels(const scalar_t* map) {
     std::fill(cursor_.begin(), cursor_.end(), 0);
-    const int64_t pixels = static_cast<int64_t>(height_) * width_;
+    const int32_t width = width_;  // locals: the stores below may alias members
+    int32_t* const counts = cursor_.data();
     bool finite = true;
-    for (int64_t i = 0; i < pixels; ++i) {
-      const T value = static_cast<T>(map[i]);
-      finite &= std::isfinite(value);
-      const int32_t k = index_.count_below(value);
-      bucket_[i] = k;
-      ++cursor_[k];
+    for (int32_t y = 0; y < height_; ++y) {
+      const scalar_t* values = map + static_cast<int64_t>(y) * width;
+      Level* level = levels_.data() + static_cast<int64_t>(y + 1) * padded_width_ + 1;
+      for (int32_t x = 0; x < width; ++x) {
+        const T value = static_cast<T>(values[x]);
+        finite &= std::isfinite(value);
+        const int32_t k = index_.count_below(value);
+        level[x] = static_cast<Level>(k);
+        ++counts[k];
+      }
     }
-    if (!finite) return false;
+    return finite;
+  }
+
+  // active_[q] := the ring cells already in the mask when pixel q joins it (bit i: ring cell
+  // i): the neighbours of a higher bucket, and those of the same bucket that precede q in
+  // raster order (a bucket's pixels join in raster order). The border's bucket 0 is never in.
+  void mark_active_neighbours() {
+    const int32_t w = padded_width_, width = width_;  // locals: a byte store may alias members
+    for (int32_t y = 1; y <= height_; ++y) {
+      const Level* up = levels_.data() + static_cast<int64_t>(y - 1) * w;
+      const Level* mid = up + w;
+      const Level* down = mid + w;
+      uint8_t* active = active_.data() + static_cast<int64_t>(y) * w;
+      for (int32_t x = 1; x <= width; ++x) {
+        const Level k = mid[x];
+        active[x] = static_cast<uint8_t>(
+            (up[x - 1] >= k) | (up[x] >= k) << 1 | (up[x + 1] >= k) << 2 | (mid[x + 1] > k) << 3 |
+            (down[x + 1] > k) << 4 | (down[x] > k) << 5 | (down[x - 1] > k) << 6 |
+            (mid[x - 1] >= k) << 7);
+      }
+    }
+  }
+
+  // Lists the pixels of buckets T..1 in that order (raster order inside a bucket), then those
+  // of bucket 0 (never added): bucket k is events_[bucket_begin_[k], bucket_begin_[k - 1]).
+  void sort_into_buckets() {
     int32_t offset = 0;
-    for (int32_t k = count_; k >= 1; --k) {
+    for (int32_t k = count_; k >= 0; --k) {
       const int32_t size = cursor_[k];
       bucket_begin_[k] = cursor_[k] = offset;
       offset += size;
     }
-    bucket_begin_[0] = offset;
-    for (int32_t y = 0, i = 0; y < height_; ++y) {
-      for (int32_t x = 0; x < width_; ++x, ++i) {
-        const int32_t k = bucket_[i];
-        if (k > 0) order_[cursor_[k]++] = PackedBox::of_pixel(x, y);
+    for (int32_t y = 0; y < height_; ++y) {
+      const int32_t row = (y + 1) * padded_width_ + 1;
+      const Level* level = levels_.data() + row;
+      const uint8_t* active = active_.data() + row;
+      for (int32_t x = 0; x < width_; ++x) {
+        events_[cursor_[level[x]]++] = {PackedBox::of_pixel(x, y), row + x, kRunStarts.of[active[x]]};
       }
     }
-    return true;
   }
 
   int32_t find(int32_t node) {  // a label's root label
-    int32_t up = parent_[node];
-    if (parent_[up] == up) return up;  // the common case: one step below the root
+    const int32_t up = parent_[node];
+    if (parent_[up] == up) [[likely]] return up;  // the common cases: a root, or one step below it
     while (parent_[node] != node) {  // path halving
       parent_[node] = parent_[parent_[node]];
       node = parent_[node];
@@ -254,64 +312,45 @@ class ComponentSweep {
     return a;
   }
 
-  // Adds one pixel to the mask and returns the root it joined: the root of its first active
-  // neighbour run (or a new component), united with the roots of the other runs.
-  [[gnu::always_inline]] int32_t add(Pixel pixel, int32_t& next_label, MapTruth truth) {
-    const int32_t w = padded_width_;
-    const int32_t q = (pixel.y0() + 1) * w + pixel.x0() + 1;
-    uint32_t* const cell = cells_.data() + q;
-    uint32_t run_starts = kRunStarts.of[*cell >> kLabelBits];
-    // Tell the neighbours that this pixel is in the mask: ring cell i sees it as its cell i + 4.
-    for (int i = 0; i < 8; ++i) cell[ring_[i]] |= 1u << (kLabelBits + ((i + 4) & 7));
-    // Neighbouring roots met and their records before the pixel (for the IoU heap).
-    std::array<int32_t, 4> met{};
-    std::array<Component, 4> met_before{};
-    int32_t met_count = 0;
+  // Adds one pixel to the mask: it joins the root of its first active neighbour run (or a
+  // new component), united with the roots of the other runs. The root then competes for the
+  // best: a root that grows is the one a pixel joined, and one absorbed is outgrown by the
+  // root that absorbed it.
+  [[gnu::always_inline]] void add(const Event& event, State& state, MapTruth truth) {
+    uint32_t run_starts = event.run_starts;
     int32_t root;
     if (run_starts == 0) {
-      root = next_label++;
+      root = state.next_label++;
       parent_[root] = root;
-      components_[root] = {1, q, pixel};
+      components_[root] = {0, INT32_MAX, kNoBox};
+      if constexpr (kWithIoU) pushed_box_[root] = kNoBox;
     } else {
-      root = find(cell[ring_[__builtin_ctz(run_starts)]] & kLabelMask);
+      root = find(labels_[event.q + ring_[__builtin_ctz(run_starts)]]);
       run_starts &= run_starts - 1;
-      if constexpr (kWithIoU) {
-        met[met_count] = root;
-        met_before[met_count++] = components_[root];
-      }
-      Component& joined = components_[root];
-      ++joined.size;
-      joined.first = std::min(joined.first, q);
-      joined.box = box_union(joined.box, pixel);
       while (run_starts != 0) {
-        const int32_t other = find(cell[ring_[__builtin_ctz(run_starts)]] & kLabelMask);
+        const int32_t other = find(labels_[event.q + ring_[__builtin_ctz(run_starts)]]);
         run_starts &= run_starts - 1;
-        if (other == root) continue;
-        if constexpr (kWithIoU) {
-          met[met_count] = other;
-          met_before[met_count++] = components_[other];
-        }
-        root = unite(root, other);
+        if (other != root) root = unite(root, other);
       }
     }
-    *cell = static_cast<uint32_t>(root);  // its own active-neighbour bits are not read again
+    labels_[event.q] = root;
+    Component& record = components_[root];
+    ++record.size;
+    record.first = std::min(record.first, event.q);
+    record.box = box_union(record.box, event.pixel);
+    const int64_t key = (int64_t{record.size} << 32) | static_cast<uint32_t>(INT32_MAX - record.first);
+    state.best_root = key > state.best_key ? root : state.best_root;
+    state.best_key = std::max(key, state.best_key);
     if constexpr (kWithIoU) {
-      const Component& merged = components_[root];
-      bool box_changed = true;  // a new root has no heap entry yet
-      for (int32_t m = 0; m < met_count; ++m) {
-        if (met[m] != root) continue;
-        const Component& before = met_before[m];
-        box_changed = !(before.box == merged.box);
-      }
-      if (box_changed) {
+      if (!(record.box == pushed_box_[root])) {  // the root's heap entry is out of date
+        pushed_box_[root] = record.box;
         stamp_[root] = ++stamp_counter_;
-        const std::array<int32_t, 4> box{merged.box.x0(), merged.box.y0(), merged.box.x1() + 1,
-                                         merged.box.y1() + 1};
+        const std::array<int32_t, 4> box{record.box.x0(), record.box.y0(), record.box.x1() + 1,
+                                         record.box.y1() + 1};
         heap_.push_back({iou_of(box, truth), root, stamp_counter_});
         std::push_heap(heap_.begin(), heap_.end());
       }
     }
-    return root;
   }
 
   static double iou_of(const std::array<int32_t, 4>& box, MapTruth truth) {
@@ -334,22 +373,23 @@ class ComponentSweep {
   const ThresholdIndex<T> index_;
   const std::array<int32_t, 4> empty_box_;
   std::array<int32_t, 8> ring_{};  // padded raster offsets of the ring cells
-  // Padded raster, one word per pixel: before the pixel joins the mask, bit kLabelBits + i
-  // says ring cell i is in the mask; after, the low kLabelBits hold the label it joined.
-  std::vector<uint32_t> cells_;
+  // Padded rasters (a border of one pixel): each pixel's bucket, its neighbours already in
+  // the mask when it joins, and the label it joined (read only once it has joined).
+  std::vector<Level> levels_;
+  std::vector<uint8_t> active_;
+  std::vector<int32_t> labels_;
   std::vector<int32_t> parent_;  // union-find over labels
   std::vector<Component> components_;
-  std::vector<int32_t> bucket_;
   std::vector<int32_t> bucket_begin_;
   std::vector<int32_t> cursor_;
-  std::vector<Pixel> order_;
-  std::vector<int32_t> joined_;  // joined_[i]: the root pixel order_[i] joined
-  std::vector<int32_t> stamp_;
+  std::vector<Event> events_;
+  std::vector<int32_t> stamp_;  // with kWithIoU: a root's latest heap entry
+  std::vector<PackedBox> pushed_box_;  // with kWithIoU: the box of that entry
   std::vector<HeapEntry> heap_;
   int32_t stamp_counter_ = 0;
 };
 
-template <typename scalar_t, bool kWithIoU>
+template <typename scalar_t, bool kWithIoU, typename Level>
 void sweep_maps(const at::Tensor& maps, const at::Tensor& thresholds, bool empty_full,
                 const at::Tensor& gt_boxes, const at::Tensor& gt_counts, at::Tensor& boxes,
                 at::Tensor& best_iou) {
@@ -367,7 +407,7 @@ void sweep_maps(const at::Tensor& maps, const at::Tensor& thresholds, bool empty
   const int64_t* truth_counts = kWithIoU ? gt_counts.const_data_ptr<int64_t>() : nullptr;
   const int64_t truth_stride = kWithIoU ? 4 * gt_boxes.size(1) : 0;
   at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
-    ComponentSweep<scalar_t, kWithIoU> sweep(height, width, levels_data, levels, empty_full);
+    ComponentSweep<scalar_t, kWithIoU, Level> sweep(height, width, levels_data, levels, empty_full);
     for (int64_t map = begin; map < end; ++map) {
       MapTruth truth{nullptr, 0};
       if constexpr (kWithIoU) truth = {truth_data + map * truth_stride, truth_counts[map]};
@@ -384,11 +424,10 @@ std::tuple<at::Tensor, at::Tensor> threshold_sweep_cpu(const at::Tensor& maps,
                                                        bool empty_full,
                                                        const at::Tensor& gt_boxes,
                                                        const at::Tensor& gt_counts) {
-  // Coordinates fit the 16-bit lanes of PackedBox, labels the low bits of a cell.
-  TORCH_CHECK_VALUE(maps.size(1) <= INT16_MAX && maps.size(2) <= INT16_MAX &&
-                        (maps.size(1) + 1) / 2 * ((maps.size(2) + 1) / 2) <= kLabelMask,
+  // Coordinates fit the 16-bit lanes of PackedBox.
+  TORCH_CHECK_VALUE(maps.size(1) <= INT16_MAX && maps.size(2) <= INT16_MAX,
                     "largest_component_boxes: maps of shape ", maps.sizes(),
-                    " are too large for the CPU op (at most 32767 pixels a side and 2^26 pixels)");
+                    " are too large for the CPU op (at most 32767 pixels a side)");
   const int64_t count = maps.size(0);
   const int64_t levels = thresholds.size(0);
   at::Tensor boxes = at::empty({count, levels, 4}, maps.options().dtype(at::kLong));
@@ -397,10 +436,18 @@ std::tuple<at::Tensor, at::Tensor> threshold_sweep_cpu(const at::Tensor& maps,
   if (with_iou) best_iou = at::empty({count, levels}, maps.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, maps.scalar_type(),
                                   "threshold_sweep_cpu", [&] {
-    if (with_iou) {
-      sweep_maps<scalar_t, true>(maps, thresholds, empty_full, gt_boxes, gt_counts, boxes, best_iou);
+    const auto sweep = [&](auto level) {
+      using Level = decltype(level);
+      if (with_iou) {
+        sweep_maps<scalar_t, true, Level>(maps, thresholds, empty_full, gt_boxes, gt_counts, boxes, best_iou);
+      } else {
+        sweep_maps<scalar_t, false, Level>(maps, thresholds, empty_full, gt_boxes, gt_counts, boxes, best_iou);
+      }
+    };
+    if (levels <= INT16_MAX) {
+      sweep(int16_t{});
     } else {
-      sweep_maps<scalar_t, false>(maps, thresholds, empty_full, gt_boxes, gt_counts, boxes, best_iou);
+      sweep(int32_t{});
     }
   });
   return {boxes, best_iou};

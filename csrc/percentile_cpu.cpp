@@ -1,8 +1,10 @@
 // Percentile-max normalization on the CPU: per map, the p-th percentile by selection, then
-// clamp(M / P, 0, 1). Selection is a radix pass over the top bits of the values' order-preserving
-// integer keys (a histogram finds the bucket holding the wanted rank; the first pass reads the
-// map in place and checks it for NaN / Inf on the way) followed by std::nth_element over that
-// bucket only. Maps run in parallel (at::parallel_for).
+// clamp(M / P, 0, 1). Selection first brackets the wanted ranks between two values drawn from
+// a strided sample, keeps the values between them in one pass (checking the map for NaN /
+// Inf on the way) and finishes with std::nth_element on those few. If the sample misled (the
+// ranks fell outside the bracket), a radix pass over the top bits of the values'
+// order-preserving integer keys (a histogram finds the bucket holding the wanted rank)
+// narrows the values instead. Maps run in parallel (at::parallel_for).
 #include "eval_ops.h"
 
 #include <ATen/OpMathType.h>
@@ -28,12 +30,12 @@ inline uint64_t order_key(double value) {
   return bits & 0x8000000000000000ull ? ~bits : bits | 0x8000000000000000ull;
 }
 
-// Selects order statistics by radix rounds on the values' keys, kBits bits at a time from the
-// top: a histogram finds the bucket holding the wanted rank and only that bucket's values are
-// kept, until few are left (or the two ranks a lerp needs fall in different buckets); then
-// std::nth_element finishes on what is left.
+// Selects order statistics: by a sampled bracket when the sample is right, else by radix
+// rounds on the values' keys, kBits bits at a time from the top: a histogram finds the bucket
+// holding the wanted rank and only that bucket's values are kept, until few are left (or the
+// two ranks a lerp needs fall in different buckets). std::nth_element finishes on what is left.
 template <typename T>
-class RadixSelect {
+class PercentileSelect {
   static constexpr int kBits = 11;
   static constexpr int kKeyBits = 8 * sizeof(T);
   static constexpr size_t kSmall = 256;
@@ -57,6 +59,14 @@ class RadixSelect {
     }
     int64_t rank = plan.lower;
     const int64_t extra = plan.gamma == 0.0 ? 0 : 1;  // the lerp also needs rank + 1
+    if (n >= kSampledFrom) {
+      int64_t below = 0, inside = 0;
+      if (!keep_bracket(values, n, rank, rank + extra, below, inside)) return false;
+      if (below <= rank && rank + extra < below + inside) {
+        result = select(bracket_.data(), inside, rank - below, plan.gamma);
+        return true;
+      }
+    }
     int shift = kKeyBits - kBits;
     if (!count_buckets(values, n, shift)) return false;
     int64_t below = 0;
@@ -77,15 +87,60 @@ class RadixSelect {
     } else {
       kept_.assign(values, values + n);  // converted to T
     }
-    T* begin = kept_.data();
-    T* end = begin + kept_.size();
-    T* lower = begin + rank;
-    std::nth_element(begin, lower, end);
-    result = plan.gamma == 0.0 ? *lower : numpy_lerp(*lower, *std::min_element(lower + 1, end), plan.gamma);
+    result = select(kept_.data(), static_cast<int64_t>(kept_.size()), rank, plan.gamma);
     return true;
   }
 
  private:
+  static constexpr int64_t kSampledFrom = 4096;  // fewer values: straight to the radix rounds
+  static constexpr int64_t kSample = 1024;
+
+  // The order statistic `rank` of begin[0, size) (lerped with the next one by gamma).
+  static T select(T* begin, int64_t size, int64_t rank, double gamma) {
+    T* end = begin + size;
+    T* lower = begin + rank;
+    std::nth_element(begin, lower, end);
+    return gamma == 0.0 ? *lower : numpy_lerp(*lower, *std::min_element(lower + 1, end), gamma);
+  }
+
+  // bracket_[0, inside) := the values between two sample values that should bracket ranks
+  // [low, high] of values[0, n) (a few standard deviations of the sample's rank either side);
+  // below := how many values lie under the bracket. False if a value is NaN or Inf.
+  template <typename S>
+  bool keep_bracket(const S* values, int64_t n, int64_t low, int64_t high, int64_t& below,
+                    int64_t& inside) {
+    sample_.resize(kSample);
+    for (int64_t i = 0; i < kSample; ++i) sample_[i] = static_cast<T>(values[i * n / kSample]);
+    const auto sample_rank = [&](int64_t rank, double sigmas) {
+      const double fraction = static_cast<double>(rank) / static_cast<double>(n - 1);
+      const double spread = sigmas * std::sqrt(kSample * fraction * (1.0 - fraction)) + 8.0;
+      return static_cast<int64_t>(std::floor(fraction * (kSample - 1) + spread));
+    };
+    const int64_t first = sample_rank(low, -4.0), last = sample_rank(high, 4.0);
+    T from = -std::numeric_limits<T>::infinity(), to = std::numeric_limits<T>::infinity();
+    if (first >= 0) {
+      std::nth_element(sample_.begin(), sample_.begin() + first, sample_.end());
+      from = sample_[first];
+    }
+    if (last < kSample) {
+      std::nth_element(sample_.begin() + std::max<int64_t>(first + 1, 0), sample_.begin() + last, sample_.end());
+      to = sample_[last];
+    }
+    if (static_cast<int64_t>(bracket_.size()) < n) bracket_.resize(n);
+    T* kept = bracket_.data();
+    bool finite = true;
+    int64_t under = 0, size = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const T value = static_cast<T>(values[i]);
+      finite &= std::isfinite(value);
+      under += value < from;
+      if (value >= from && value <= to) kept[size++] = value;
+    }
+    below = under;
+    inside = size;
+    return finite;
+  }
+
   // histogram_ := how many of values[0, n) fall in each bucket; false if one is NaN or Inf.
   // Four interleaved partial histograms, so that runs of values in one bucket (smooth maps)
   // do not serialize on one counter.
@@ -135,6 +190,8 @@ class RadixSelect {
   std::array<int64_t, 1 << kBits> histogram_;
   std::array<int32_t, 4 << kBits> partial_;
   std::vector<T> kept_;
+  std::vector<T> sample_;
+  std::vector<T> bracket_;
 };
 
 template <typename scalar_t>
@@ -146,7 +203,7 @@ void normalize_maps(const at::Tensor& maps, at::Tensor& out, double p) {
   const scalar_t* input = maps.const_data_ptr<scalar_t>();
   float* output = out.mutable_data_ptr<float>();
   at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
-    RadixSelect<T> select;
+    PercentileSelect<T> select;
     for (int64_t map = begin; map < end; ++map) {
       const scalar_t* source = input + map * n;
       T level;

@@ -157,6 +157,19 @@ def test_percentile_normalize_ties_constant_zero_and_noncontiguous():
                        reference.percentile_max_normalize(transposed.contiguous(), 97.0))
 
 
+def test_percentile_normalize_when_the_sample_misleads():
+    """Maps large enough for the sampled bracket: ties, and a map whose strided sample (every
+    fifth value here) sees only zeros, so the bracket misses and the radix rounds answer."""
+    tied = quantized_maps(2, 64, 80, levels=6)
+    periodic = 1.0 + torch.rand(2, 64 * 80)
+    periodic[:, ::5] = 0.0
+    maps = torch.cat([tied, periodic.view(2, 64, 80), smooth_maps(2, 64, 80)])
+    for p in (0.0, 10.0, 50.0, 90.0, 99.0, 99.9):
+        got = ext.percentile_max_normalize(maps, p)
+        np.testing.assert_array_equal(got.numpy(), numpy_percentile_normalize(maps, p))
+        assert torch.equal(got, reference.percentile_max_normalize(maps, p)), p
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_percentile_normalize_rejects_non_finite_naming_the_map(bad):
     maps = noise_maps(4, 9, 11)
@@ -216,6 +229,24 @@ def test_boxes_of_noncontiguous_maps_and_unsorted_thresholds():
     levels = torch.rand(57, dtype=torch.float64).tolist() + [0.5, 0.5, 0.0, 1.0]
     got = ext.largest_component_boxes(maps, levels)
     np.testing.assert_array_equal(got.numpy(), scipy_largest_boxes(maps, levels))
+
+
+def test_boxes_at_thresholds_sharing_grid_cells_and_values_beyond_them():
+    """Repeated thresholds, a cluster far finer than the span / 2T grid and a lone threshold
+    take the table's exact fallbacks; values lie below and above every threshold."""
+    maps = torch.cat([noise_maps(2, 13, 17) * 3.0 - 1.0, quantized_maps(1, 13, 17, levels=4)])
+    clustered = [0.0, 1e-7, 2e-7, 3e-7, 0.25, 0.25, 0.25, 0.5, 0.999999, 1.0]
+    for levels in (clustered, [0.5], [0.25] * 5):
+        np.testing.assert_array_equal(ext.largest_component_boxes(maps, levels).numpy(),
+                                      scipy_largest_boxes(maps, levels))
+
+
+def test_boxes_at_more_thresholds_than_16_bit_buckets_hold():
+    maps = torch.cat([smooth_maps(1, 9, 12), noise_maps(1, 9, 12)])
+    levels = thresholds(40000)
+    got = ext.largest_component_boxes(maps, levels)
+    assert torch.equal(got, reference.largest_component_boxes(maps, levels))
+    np.testing.assert_array_equal(got[:, ::97].numpy(), scipy_largest_boxes(maps, levels[::97]))
 
 
 def test_boxes_of_constant_zero_and_known_blob():
