@@ -213,7 +213,8 @@ class ComponentSweep {
       if (state.best_key == 0) {
         std::copy(empty_box_.begin(), empty_box_.end(), box);
       } else {
-        const Component& best = components_[state.best_root];
+        // The component's first pixel leads back to it.
+        const Component& best = components_[find(labels_[INT32_MAX - static_cast<int32_t>(state.best_key)])];
         box[0] = best.box.x0();
         box[1] = best.box.y0();
         box[2] = best.box.x1() + 1;
@@ -225,10 +226,11 @@ class ComponentSweep {
 
  private:
   // The sweep's running state: the largest component so far as its key (size, -first raster
-  // index) packed in 64 bits, and the next label to give.
+  // index) packed in 64 bits, one register to keep up per pixel (the first pixel's label
+  // leads back to the component), and the next label to give.
   struct State {
     int64_t best_key = 0;
-    int32_t best_root = -1, next_label = 0;
+    int32_t next_label = 0;
   };
 
   // levels_ := every pixel's bucket (the border stays 0); cursor_[k] := the size of bucket k.
@@ -319,7 +321,7 @@ class ComponentSweep {
   [[gnu::always_inline]] void add(const Event& event, State& state, MapTruth truth) {
     uint32_t run_starts = event.run_starts;
     int32_t root;
-    if (run_starts == 0) {
+    if (run_starts == 0) [[unlikely]] {
       root = state.next_label++;
       parent_[root] = root;
       components_[root] = {0, INT32_MAX, kNoBox};
@@ -327,7 +329,7 @@ class ComponentSweep {
     } else {
       root = find(labels_[event.q + ring_[__builtin_ctz(run_starts)]]);
       run_starts &= run_starts - 1;
-      while (run_starts != 0) {
+      while (run_starts != 0) [[unlikely]] {
         const int32_t other = find(labels_[event.q + ring_[__builtin_ctz(run_starts)]]);
         run_starts &= run_starts - 1;
         if (other != root) root = unite(root, other);
@@ -339,7 +341,6 @@ class ComponentSweep {
     record.first = std::min(record.first, event.q);
     record.box = box_union(record.box, event.pixel);
     const int64_t key = (int64_t{record.size} << 32) | static_cast<uint32_t>(INT32_MAX - record.first);
-    state.best_root = key > state.best_key ? root : state.best_root;
     state.best_key = std::max(key, state.best_key);
     if constexpr (kWithIoU) {
       if (!(record.box == pushed_box_[root])) {  // the root's heap entry is out of date
