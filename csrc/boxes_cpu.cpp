@@ -143,8 +143,8 @@ const RunStarts kRunStarts;
 // (everything the sweep needs in one load, none of it waiting on the sweep itself).
 struct Event {
   PackedBox pixel;
-  int32_t q;
-  uint32_t run_starts;
+  int32_t q;      // bit 31: more than one run of active neighbours
+  int32_t first;  // padded index of the first run's start cell, -1 if no neighbour is active
 };
 
 // The union of nothing: every lane at its maximum.
@@ -185,6 +185,12 @@ class ComponentSweep {
         events_(parent_.size()) {
     const int32_t w = padded_width_;
     ring_ = {-w - 1, -w, -w + 1, 1, w + 1, w, w - 1, -1};  // consecutive cells are adjacent
+    for (uint32_t active = 0; active < 256; ++active) {
+      const uint32_t starts = kRunStarts.of[active];
+      // No run: an offset that takes any padded index (< 2^31, checked) below 0.
+      first_run_[active] = {starts == 0 ? INT32_MIN : ring_[__builtin_ctz(starts)],
+                            (starts & (starts - 1)) != 0 ? INT32_MIN : 0};
+    }
     if constexpr (kWithIoU) {
       stamp_.resize(parent_.size());
       pushed_box_.resize(parent_.size());
@@ -288,7 +294,9 @@ class ComponentSweep {
       const Level* level = levels_.data() + row;
       const uint8_t* active = active_.data() + row;
       for (int32_t x = 0; x < width_; ++x) {
-        events_[cursor_[level[x]]++] = {PackedBox::of_pixel(x, y), row + x, kRunStarts.of[active[x]]};
+        const FirstRun& run = first_run_[active[x]];
+        const int32_t q = row + x;
+        events_[cursor_[level[x]]++] = {PackedBox::of_pixel(x, y), q | run.more, q + run.offset};
       }
     }
   }
@@ -319,26 +327,27 @@ class ComponentSweep {
   // best: a root that grows is the one a pixel joined, and one absorbed is outgrown by the
   // root that absorbed it.
   [[gnu::always_inline]] void add(const Event& event, State& state, MapTruth truth) {
-    uint32_t run_starts = event.run_starts;
+    const int32_t q = event.q & INT32_MAX;
     int32_t root;
-    if (run_starts == 0) [[unlikely]] {
+    if (event.first < 0) [[unlikely]] {
       root = state.next_label++;
       parent_[root] = root;
       components_[root] = {0, INT32_MAX, kNoBox};
       if constexpr (kWithIoU) pushed_box_[root] = kNoBox;
     } else {
-      root = find(labels_[event.q + ring_[__builtin_ctz(run_starts)]]);
-      run_starts &= run_starts - 1;
-      while (run_starts != 0) [[unlikely]] {
-        const int32_t other = find(labels_[event.q + ring_[__builtin_ctz(run_starts)]]);
-        run_starts &= run_starts - 1;
-        if (other != root) root = unite(root, other);
+      root = find(labels_[event.first]);
+      if (event.q < 0) [[unlikely]] {  // the other runs
+        uint32_t run_starts = kRunStarts.of[active_[q]];
+        for (run_starts &= run_starts - 1; run_starts != 0; run_starts &= run_starts - 1) {
+          const int32_t other = find(labels_[q + ring_[__builtin_ctz(run_starts)]]);
+          if (other != root) root = unite(root, other);
+        }
       }
     }
-    labels_[event.q] = root;
+    labels_[q] = root;
     Component& record = components_[root];
     ++record.size;
-    record.first = std::min(record.first, event.q);
+    record.first = std::min(record.first, q);
     record.box = box_union(record.box, event.pixel);
     const int64_t key = (int64_t{record.size} << 32) | static_cast<uint32_t>(INT32_MAX - record.first);
     state.best_key = std::max(key, state.best_key);
@@ -374,6 +383,12 @@ class ComponentSweep {
   const ThresholdIndex<T> index_;
   const std::array<int32_t, 4> empty_box_;
   std::array<int32_t, 8> ring_{};  // padded raster offsets of the ring cells
+  // For each set of active neighbours: the offset of its first run's start cell, and bit 31
+  // set if it has more runs (the two fields of an Event besides the pixel).
+  struct FirstRun {
+    int32_t offset, more;
+  };
+  std::array<FirstRun, 256> first_run_{};
   // Padded rasters (a border of one pixel): each pixel's bucket, its neighbours already in
   // the mask when it joins, and the label it joined (read only once it has joined).
   std::vector<Level> levels_;
