@@ -117,10 +117,21 @@ inline PackedBox box_union(PackedBox a, PackedBox b) {
   return out;
 }
 
-// Union-find record of a root label: component size, first raster (padded) index, box.
+// Union-find record of a root label: its key, the size in the high 32 bits and INT32_MAX minus
+// the first raster (padded) index in the low ones (so that the larger key is the larger
+// component, ties going to the first in raster order), and its box.
 struct Component {
-  int32_t size, first;
+  static constexpr int64_t kSizes = ~int64_t{0xFFFFFFFF};
+  static constexpr int64_t kOnePixel = int64_t{1} << 32;
+
+  int64_t key;
   PackedBox box;
+
+  static int32_t first_of(int64_t key) { return INT32_MAX - static_cast<int32_t>(key); }
+  // The key after the pixel at padded index q joins.
+  static int64_t with_pixel(int64_t key, int32_t q) {
+    return std::max(key, (key & kSizes) | (INT32_MAX - q)) + kOnePixel;
+  }
 };
 
 // For each set of active neighbours (bit i: ring cell i in the order NW, N, NE, E, SE, S, SW,
@@ -220,7 +231,7 @@ class ComponentSweep {
         std::copy(empty_box_.begin(), empty_box_.end(), box);
       } else {
         // The component's first pixel leads back to it.
-        const Component& best = components_[find(labels_[INT32_MAX - static_cast<int32_t>(state.best_key)])];
+        const Component& best = components_[find(labels_[Component::first_of(state.best_key)])];
         box[0] = best.box.x0();
         box[1] = best.box.y0();
         box[2] = best.box.x1() + 1;
@@ -312,12 +323,12 @@ class ComponentSweep {
   }
 
   int32_t unite(int32_t a, int32_t b) {
-    if (components_[a].size < components_[b].size) std::swap(a, b);
+    if (components_[a].key < components_[b].key) std::swap(a, b);
     parent_[b] = a;
     Component& into = components_[a];
     const Component& from = components_[b];
-    into.size += from.size;
-    into.first = std::min(into.first, from.first);
+    into.key = (into.key & Component::kSizes) + (from.key & Component::kSizes) +
+               std::max(into.key & ~Component::kSizes, from.key & ~Component::kSizes);
     into.box = box_union(into.box, from.box);
     return a;
   }
@@ -332,7 +343,7 @@ class ComponentSweep {
     if (event.first < 0) [[unlikely]] {
       root = state.next_label++;
       parent_[root] = root;
-      components_[root] = {0, INT32_MAX, kNoBox};
+      components_[root] = {0, kNoBox};  // no pixel, first index INT32_MAX
       if constexpr (kWithIoU) pushed_box_[root] = kNoBox;
     } else {
       root = find(labels_[event.first]);
@@ -346,11 +357,9 @@ class ComponentSweep {
     }
     labels_[q] = root;
     Component& record = components_[root];
-    ++record.size;
-    record.first = std::min(record.first, q);
+    record.key = Component::with_pixel(record.key, q);
     record.box = box_union(record.box, event.pixel);
-    const int64_t key = (int64_t{record.size} << 32) | static_cast<uint32_t>(INT32_MAX - record.first);
-    state.best_key = std::max(key, state.best_key);
+    state.best_key = std::max(record.key, state.best_key);
     if constexpr (kWithIoU) {
       if (!(record.box == pushed_box_[root])) {  // the root's heap entry is out of date
         pushed_box_[root] = record.box;
