@@ -24,6 +24,7 @@
 #include <array>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace wsol {
@@ -47,8 +48,21 @@ class ThresholdIndex {
     }
   }
 
-  int32_t count_below(T value) const {
-    const Cell& cell = cells_[cell_of(value)];
+  // cells[i] := the cell of values[i] for i < n, in a loop the compiler vectorizes; false if
+  // a value is NaN or Inf.
+  bool cells_of(const T* __restrict values, int32_t n, int32_t* __restrict cells) const {
+    const T first = first_, scale = scale_, last_cell = last_cell_;
+    int32_t special = 0;
+    for (int32_t i = 0; i < n; ++i) {
+      special |= !(std::fabs(values[i]) <= std::numeric_limits<T>::max());
+      cells[i] = cell_of(values[i], first, scale, last_cell);
+    }
+    return special == 0;
+  }
+
+  // The number of thresholds below `value`, whose cell is `cell_index`.
+  int32_t count_below(T value, int32_t cell_index) const {
+    const Cell& cell = cells_[cell_index];
     if (cell.below < 0) [[unlikely]] {
       return static_cast<int32_t>(
           std::lower_bound(thresholds_.begin(), thresholds_.end(), value) - thresholds_.begin());
@@ -66,9 +80,10 @@ class ThresholdIndex {
     int32_t below;
   };
 
-  int32_t cell_of(T value) const {
-    const T scaled = (value - first_) * scale_;
-    return static_cast<int32_t>(std::min(scaled > T(0) ? scaled : T(0), last_cell_));  // NaN -> 0
+  static int32_t cell_of(T value, T first, T scale, T last_cell) {
+    const T scaled = (value - first) * scale;
+    const T capped = scaled < last_cell ? scaled : last_cell;  // NaN -> the last cell
+    return static_cast<int32_t>(capped > T(0) ? capped : T(0));
   }
 
   // Fills the table for the current grid; false if some cell holds two thresholds.
@@ -76,7 +91,7 @@ class ThresholdIndex {
     std::vector<int32_t> held(cells, 0);
     cells_.assign(cells, Cell{std::numeric_limits<T>::infinity(), 0});
     for (const T threshold : thresholds_) {
-      const int32_t cell = cell_of(threshold);
+      const int32_t cell = cell_of(threshold, first_, scale_, last_cell_);
       ++held[cell];
       cells_[cell].threshold = threshold;
     }
@@ -189,6 +204,8 @@ class ComponentSweep {
         levels_(static_cast<size_t>(height + 2) * (width + 2), 0),
         active_(levels_.size()),
         labels_(levels_.size()),
+        row_values_(width),
+        row_cells_(width),
         parent_(static_cast<size_t>(height) * width),
         components_(parent_.size()),
         bucket_begin_(count + 1),
@@ -256,14 +273,21 @@ class ComponentSweep {
     std::fill(cursor_.begin(), cursor_.end(), 0);
     const int32_t width = width_;  // locals: the stores below may alias members
     int32_t* const counts = cursor_.data();
+    int32_t* const cells = row_cells_.data();
     bool finite = true;
     for (int32_t y = 0; y < height_; ++y) {
-      const scalar_t* values = map + static_cast<int64_t>(y) * width;
+      const scalar_t* row = map + static_cast<int64_t>(y) * width;
+      const T* values = nullptr;
+      if constexpr (std::is_same_v<scalar_t, T>) {
+        values = row;
+      } else {  // half and bfloat16 maps: converted once
+        std::transform(row, row + width, row_values_.begin(), [](scalar_t v) { return static_cast<T>(v); });
+        values = row_values_.data();
+      }
+      finite &= index_.cells_of(values, width, cells);
       Level* level = levels_.data() + static_cast<int64_t>(y + 1) * padded_width_ + 1;
       for (int32_t x = 0; x < width; ++x) {
-        const T value = static_cast<T>(values[x]);
-        finite &= std::isfinite(value);
-        const int32_t k = index_.count_below(value);
+        const int32_t k = index_.count_below(values[x], cells[x]);
         level[x] = static_cast<Level>(k);
         ++counts[k];
       }
@@ -403,6 +427,8 @@ class ComponentSweep {
   std::vector<Level> levels_;
   std::vector<uint8_t> active_;
   std::vector<int32_t> labels_;
+  std::vector<T> row_values_;  // one row of a half or bfloat16 map in the compute type
+  std::vector<int32_t> row_cells_;  // and its threshold-table cells
   std::vector<int32_t> parent_;  // union-find over labels
   std::vector<Component> components_;
   std::vector<int32_t> bucket_begin_;
