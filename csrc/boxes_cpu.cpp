@@ -30,6 +30,26 @@
 namespace wsol {
 namespace {
 
+// The cell of `value` in a grid of cells of width 1 / scale from `first`, clamped to the grid.
+template <typename T>
+inline int32_t grid_cell(T value, T first, T scale, T last_cell) {
+  const T scaled = (value - first) * scale;
+  const T capped = scaled < last_cell ? scaled : last_cell;  // NaN -> the last cell
+  return static_cast<int32_t>(capped > T(0) ? capped : T(0));
+}
+
+// cells[i] := grid_cell(values[i], ...) for i < n; false if a value is NaN or Inf.
+template <typename T>
+WSOL_VECTOR_CLONES bool grid_cells(const T* values, int32_t n, T first, T scale,
+                                   T last_cell, int32_t* cells) {
+  int32_t special = 0;
+  for (int32_t i = 0; i < n; ++i) {
+    special |= !(std::fabs(values[i]) <= std::numeric_limits<T>::max());
+    cells[i] = grid_cell(values[i], first, scale, last_cell);
+  }
+  return special == 0;
+}
+
 // Number of thresholds strictly below a value, by a table over a grid of cells. `cell_of` is
 // monotone in the value, so a threshold in a lower cell than the value is below it and one in
 // a higher cell is above it: only the thresholds in the value's own cell need comparing. The
@@ -48,16 +68,9 @@ class ThresholdIndex {
     }
   }
 
-  // cells[i] := the cell of values[i] for i < n, in a loop the compiler vectorizes; false if
-  // a value is NaN or Inf.
-  bool cells_of(const T* __restrict values, int32_t n, int32_t* __restrict cells) const {
-    const T first = first_, scale = scale_, last_cell = last_cell_;
-    int32_t special = 0;
-    for (int32_t i = 0; i < n; ++i) {
-      special |= !(std::fabs(values[i]) <= std::numeric_limits<T>::max());
-      cells[i] = cell_of(values[i], first, scale, last_cell);
-    }
-    return special == 0;
+  // cells[i] := the cell of values[i] for i < n; false if a value is NaN or Inf.
+  bool cells_of(const T* values, int32_t n, int32_t* cells) const {
+    return grid_cells(values, n, first_, scale_, last_cell_, cells);
   }
 
   // The number of thresholds below `value`, whose cell is `cell_index`.
@@ -80,18 +93,13 @@ class ThresholdIndex {
     int32_t below;
   };
 
-  static int32_t cell_of(T value, T first, T scale, T last_cell) {
-    const T scaled = (value - first) * scale;
-    const T capped = scaled < last_cell ? scaled : last_cell;  // NaN -> the last cell
-    return static_cast<int32_t>(capped > T(0) ? capped : T(0));
-  }
 
   // Fills the table for the current grid; false if some cell holds two thresholds.
   bool tabulate(int64_t cells) {
     std::vector<int32_t> held(cells, 0);
     cells_.assign(cells, Cell{std::numeric_limits<T>::infinity(), 0});
     for (const T threshold : thresholds_) {
-      const int32_t cell = cell_of(threshold, first_, scale_, last_cell_);
+      const int32_t cell = grid_cell(threshold, first_, scale_, last_cell_);
       ++held[cell];
       cells_[cell].threshold = threshold;
     }
@@ -164,6 +172,22 @@ struct RunStarts {
   }
 };
 const RunStarts kRunStarts;
+
+// active[x] for x in [1, width]: the neighbours of pixel x (between rows up and down) that are
+// in the mask when it joins it (bit i: ring cell i): those of a higher bucket, and those of
+// its own bucket that precede it in raster order.
+template <typename Level>
+WSOL_VECTOR_CLONES void mark_row(const Level* up, const Level* mid,
+                                 const Level* down, int32_t width,
+                                 uint8_t* active) {
+  for (int32_t x = 1; x <= width; ++x) {
+    const Level k = mid[x];
+    active[x] = static_cast<uint8_t>(
+        (up[x - 1] >= k) | (up[x] >= k) << 1 | (up[x + 1] >= k) << 2 | (mid[x + 1] > k) << 3 |
+        (down[x + 1] > k) << 4 | (down[x] > k) << 5 | (down[x - 1] > k) << 6 |
+        (mid[x - 1] >= k) << 7);
+  }
+}
 
 // A pixel as the sweep adds it: its box, padded raster index and the ring cells to read
 // (everything the sweep needs in one load, none of it waiting on the sweep itself).
@@ -295,23 +319,13 @@ class ComponentSweep {
     return finite;
   }
 
-  // active_[q] := the ring cells already in the mask when pixel q joins it (bit i: ring cell
-  // i): the neighbours of a higher bucket, and those of the same bucket that precede q in
-  // raster order (a bucket's pixels join in raster order). The border's bucket 0 is never in.
+  // active_[q] := the ring cells already in the mask when pixel q joins it (a bucket's pixels
+  // join in raster order; the border's bucket 0 is never in).
   void mark_active_neighbours() {
-    const int32_t w = padded_width_, width = width_;  // locals: a byte store may alias members
+    const int32_t w = padded_width_;
     for (int32_t y = 1; y <= height_; ++y) {
-      const Level* up = levels_.data() + static_cast<int64_t>(y - 1) * w;
-      const Level* mid = up + w;
-      const Level* down = mid + w;
-      uint8_t* active = active_.data() + static_cast<int64_t>(y) * w;
-      for (int32_t x = 1; x <= width; ++x) {
-        const Level k = mid[x];
-        active[x] = static_cast<uint8_t>(
-            (up[x - 1] >= k) | (up[x] >= k) << 1 | (up[x + 1] >= k) << 2 | (mid[x + 1] > k) << 3 |
-            (down[x + 1] > k) << 4 | (down[x] > k) << 5 | (down[x - 1] > k) << 6 |
-            (mid[x - 1] >= k) << 7);
-      }
+      const Level* mid = levels_.data() + static_cast<int64_t>(y) * w;
+      mark_row(mid - w, mid, mid + w, width_, active_.data() + static_cast<int64_t>(y) * w);
     }
   }
 

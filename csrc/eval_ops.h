@@ -8,6 +8,15 @@
 
 #include "eval_math.h"
 
+// CPU loops that the compiler vectorizes also get an AVX2 clone, picked when the library loads
+// (x86-64 Linux with GCC or Clang, whose loader resolves such clones; elsewhere the one
+// portable version).
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#define WSOL_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define WSOL_VECTOR_CLONES
+#endif
+
 namespace wsol {
 
 // ---- Ops (CPU in *_cpu.cpp, CUDA in *_cuda.cu). Inputs are validated by the dispatchers in

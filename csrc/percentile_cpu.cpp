@@ -194,6 +194,13 @@ class PercentileSelect {
   std::vector<T> bracket_;
 };
 
+// target[i] := clamp(source[i] / level, 0, 1) for i < n.
+template <typename scalar_t, typename T>
+WSOL_VECTOR_CLONES void divide_clamped(const scalar_t* source, int64_t n, T level,
+                                       float* target) {
+  for (int64_t i = 0; i < n; ++i) target[i] = clamped_ratio(static_cast<T>(source[i]), level);
+}
+
 template <typename scalar_t>
 void normalize_maps(const at::Tensor& maps, at::Tensor& out, double p) {
   using T = at::opmath_type<scalar_t>;
@@ -209,8 +216,7 @@ void normalize_maps(const at::Tensor& maps, at::Tensor& out, double p) {
       T level;
       TORCH_CHECK_VALUE(select.percentile(source, n, plan, level), "percentile_max_normalize: map ",
                         map, " contains NaN or Inf");
-      float* target = output + map * n;
-      for (int64_t i = 0; i < n; ++i) target[i] = clamped_ratio(static_cast<T>(source[i]), level);
+      divide_clamped(source, n, level, output + map * n);
     }
   });
 }
