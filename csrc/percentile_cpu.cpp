@@ -111,12 +111,13 @@ class PercentileSelect {
                     int64_t& inside) {
     sample_.resize(kSample);
     for (int64_t i = 0; i < kSample; ++i) sample_[i] = static_cast<T>(values[i * n / kSample]);
-    const auto sample_rank = [&](int64_t rank, double sigmas) {
+    // The sample rank of `rank`, moved by 4 standard deviations and 8 more to `side` (+-1).
+    const auto sample_rank = [&](int64_t rank, double side) {
       const double fraction = static_cast<double>(rank) / static_cast<double>(n - 1);
-      const double spread = sigmas * std::sqrt(kSample * fraction * (1.0 - fraction)) + 8.0;
-      return static_cast<int64_t>(std::floor(fraction * (kSample - 1) + spread));
+      const double margin = 4.0 * std::sqrt(kSample * fraction * (1.0 - fraction)) + 8.0;
+      return static_cast<int64_t>(std::floor(fraction * (kSample - 1) + side * margin));
     };
-    const int64_t first = sample_rank(low, -4.0), last = sample_rank(high, 4.0);
+    const int64_t first = sample_rank(low, -1.0), last = sample_rank(high, 1.0);
     T from = -std::numeric_limits<T>::infinity(), to = std::numeric_limits<T>::infinity();
     if (first >= 0) {
       std::nth_element(sample_.begin(), sample_.begin() + first, sample_.end());
