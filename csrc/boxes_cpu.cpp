@@ -189,12 +189,12 @@ WSOL_VECTOR_CLONES void mark_row(const Level* up, const Level* mid,
   }
 }
 
-// A pixel as the sweep adds it: its box, padded raster index and the ring cells to read
-// (everything the sweep needs in one load, none of it waiting on the sweep itself).
+// A pixel as the sweep adds it: its box, padded raster index and the first neighbour cell to
+// read (everything the sweep needs in one load, none of it waiting on the sweep itself).
 struct Event {
   PackedBox pixel;
   int32_t q;      // bit 31: more than one run of active neighbours
-  int32_t first;  // padded index of the first run's start cell, -1 if no neighbour is active
+  int32_t first;  // padded index of the first run's start cell; negative if no neighbour is in
 };
 
 // The union of nothing: every lane at its maximum.
