@@ -1,20 +1,19 @@
 // All-threshold largest-component boxes on the CPU, one pass per map.
 //
-// Every pixel goes to the bucket k = number of thresholds strictly below its value, so it is in
-// the mask `map > t_j` exactly for j < k. Buckets are added from k = T down to 1 (raster order
-// inside a bucket) to a union-find over the 8-neighbourhood (union by size, path halving).
-// Since the order is fixed by the buckets alone, which neighbours are already in the mask when
-// a pixel joins (those of a higher bucket, and those of its own bucket before it in raster
-// order) is known beforehand: a vectorized pass over the bucket raster computes it for every
-// pixel, and the counting sort that orders the pixels stores it, as the ring cells that start a
-// run of active neighbours (one find per run), with the pixel. The sweep then only reads the
-// labels of those cells. Labels are numbered densely as components are born, so the forest and
-// its records (size, first raster index, box packed in 16-bit lanes so that growing it is one
-// lane-wise minimum) stay small and cache-resident while pixels are visited out of raster
-// order. After bucket k the largest component (ties: first raster index) is the box of
-// threshold k - 1, tracked as each pixel grows its root. With ground-truth boxes the pass also
-// keeps a max-heap of every component's IoU (stale entries dropped lazily) for the best IoU
-// over all components at every threshold (MaxBoxAccV2).
+// Every pixel goes to the bucket k = number of thresholds strictly below its value, so it is in the
+// mask `map > t_j` exactly for j < k. Buckets are added from k = T down to 1 (raster order inside a
+// bucket) to a union-find over the 8-neighbourhood (union by size, path halving). Since the order
+// is fixed by the buckets alone, which neighbours are already in the mask when a pixel joins (those
+// of a higher bucket, and those of its own bucket before it in raster order) is known beforehand: a
+// vectorized pass over the bucket raster computes it for every pixel, and the counting sort that
+// orders the pixels stores with each one the cell starting its first run of active neighbours (and
+// whether more runs follow: one find per run). The sweep then only reads the labels of those cells.
+// Labels are numbered densely as components are born, so the forest and its records (size, first
+// raster index, box packed in 16-bit lanes so that growing it is one lane-wise minimum) stay small
+// and cache-resident while pixels are visited out of raster order. After bucket k the largest
+// component (ties: first raster index) is the box of threshold k - 1, tracked as each pixel grows
+// its root. With ground-truth boxes the pass also keeps a max-heap of every component's IoU (stale
+// entries dropped lazily) for the best IoU over all components at every threshold (MaxBoxAccV2).
 #include "eval_ops.h"
 
 #include <ATen/OpMathType.h>
@@ -50,7 +49,7 @@ WSOL_VECTOR_CLONES bool grid_cells(const T* values, int32_t n, T first, T scale,
   return special == 0;
 }
 
-// Number of thresholds strictly below a value, by a table over a grid of cells. `cell_of` is
+// Number of thresholds strictly below a value, by a table over a grid of cells. `grid_cell` is
 // monotone in the value, so a threshold in a lower cell than the value is below it and one in
 // a higher cell is above it: only the thresholds in the value's own cell need comparing. The
 // grid is refined until no cell holds two thresholds (evenly spaced ones never share a cell
@@ -92,7 +91,6 @@ class ThresholdIndex {
     T threshold;
     int32_t below;
   };
-
 
   // Fills the table for the current grid; false if some cell holds two thresholds.
   bool tabulate(int64_t cells) {
@@ -200,10 +198,12 @@ struct Event {
 // The union of nothing: every lane at its maximum.
 constexpr PackedBox kNoBox{{INT16_MAX, INT16_MAX, INT16_MAX, INT16_MAX}};
 
+// A component's IoU as its box was when it entered the heap (out of date once the root is
+// absorbed or its box has grown: boxes only grow, so an older box never comes back).
 struct HeapEntry {
   double iou;
   int32_t root;
-  int32_t stamp;
+  PackedBox box;
   bool operator<(const HeapEntry& other) const { return iou < other.iou; }
 };
 
@@ -243,10 +243,7 @@ class ComponentSweep {
       first_run_[active] = {starts == 0 ? INT32_MIN : ring_[__builtin_ctz(starts)],
                             (starts & (starts - 1)) != 0 ? INT32_MIN : 0};
     }
-    if constexpr (kWithIoU) {
-      stamp_.resize(parent_.size());
-      pushed_box_.resize(parent_.size());
-    }
+    if constexpr (kWithIoU) pushed_box_.resize(parent_.size());
   }
 
   // Boxes (T, 4) and, with kWithIoU, best IoU over all components (T,) of one map.
@@ -260,7 +257,6 @@ class ComponentSweep {
     double empty_iou = 0.0;
     if constexpr (kWithIoU) {
       heap_.clear();
-      stamp_counter_ = 0;
       empty_iou = iou_of(empty_box_, truth);
     }
     for (int32_t k = count_; k >= 1; --k) {
@@ -401,10 +397,9 @@ class ComponentSweep {
     if constexpr (kWithIoU) {
       if (!(record.box == pushed_box_[root])) {  // the root's heap entry is out of date
         pushed_box_[root] = record.box;
-        stamp_[root] = ++stamp_counter_;
         const std::array<int32_t, 4> box{record.box.x0(), record.box.y0(), record.box.x1() + 1,
                                          record.box.y1() + 1};
-        heap_.push_back({iou_of(box, truth), root, stamp_counter_});
+        heap_.push_back({iou_of(box, truth), root, record.box});
         std::push_heap(heap_.begin(), heap_.end());
       }
     }
@@ -419,7 +414,7 @@ class ComponentSweep {
   double heap_max_or(double fallback) {
     while (!heap_.empty()) {
       const HeapEntry& top = heap_.front();
-      if (parent_[top.root] == top.root && stamp_[top.root] == top.stamp) return top.iou;
+      if (parent_[top.root] == top.root && pushed_box_[top.root] == top.box) return top.iou;
       std::pop_heap(heap_.begin(), heap_.end());
       heap_.pop_back();
     }
@@ -448,10 +443,8 @@ class ComponentSweep {
   std::vector<int32_t> bucket_begin_;
   std::vector<int32_t> cursor_;
   std::vector<Event> events_;
-  std::vector<int32_t> stamp_;  // with kWithIoU: a root's latest heap entry
-  std::vector<PackedBox> pushed_box_;  // with kWithIoU: the box of that entry
+  std::vector<PackedBox> pushed_box_;  // with kWithIoU: the box of a root's latest heap entry
   std::vector<HeapEntry> heap_;
-  int32_t stamp_counter_ = 0;
 };
 
 template <typename scalar_t, bool kWithIoU, typename Level>
