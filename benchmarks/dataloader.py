@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 import torch
-from rich.console import Console
 from rich.table import Table
 
 from wsol_fast.data import SyntheticSpec, WSOLDataset, load_split, make_loader, scaled_resize
+from wsol_fast.engine.progress import console
 
 PHASES = {"train": dict(train=True, train_crop="bas"), "resized": dict(train=True, train_crop="random-resized"),
           "eval": dict(train=False)}
@@ -61,9 +61,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON output path")
     args = parser.parse_args()
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=140)
     spec = SyntheticSpec(num_classes=args.synthetic_classes, train_per_class=args.synthetic_train_per_class,
                          test_per_class=1, image_size=args.synthetic_image_size)
     root = args.data_root or Path(f"/tmp/wsol_bench_synthetic_{args.synthetic_image_size}")

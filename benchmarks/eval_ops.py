@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.console import Console
 from rich.table import Table
 from torch.utils.data import default_collate
 
 from wsol_fast.config import TrainConfig
 from wsol_fast.data import WSOLDataset
 from wsol_fast.engine.evaluate import localization_maps
+from wsol_fast.engine.progress import console, print_message
 from wsol_fast.engine.run import load_data_split, model_from_checkpoint
 from wsol_fast.metrics import MaxBoxAccCounts, threshold_sweep_ious
 from wsol_fast.ops import ext
@@ -203,9 +203,6 @@ def main() -> None:
     maps_of = {kind: model_maps(args.checkpoint, args.maps, args.size) if kind == "model"
                else random_maps(kind, args.maps, args.size, seed=0) for kind in kinds}
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=140)  # logs and pipes: keep the table whole
     cores = os.cpu_count() or 1
     truth = torch.tensor([[[40.0, 50.0, 180.0, 170.0]]], dtype=torch.float64).expand(args.maps, 1, 4)
     notes = []
@@ -291,7 +288,7 @@ def main() -> None:
                           f"{row['project_ms_per_map']:.3f}", f"{row['vs_wsolevaluation']:.1f}")
         console.print(table)
     for note in notes:
-        console.print(f"[yellow]note:[/] {note}")
+        print_message(note, "note:", "yellow")
 
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

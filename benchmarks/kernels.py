@@ -185,8 +185,9 @@ def run_case(case: Case, dtype: str, implementations: dict[str, Callable], warmu
 
 
 def print_table(rows: list[dict], copy_gbps: float, device_name: str) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from wsol_fast.engine.progress import console
 
     table = Table(title=f"Triton kernels, forward + backward — {device_name}, copy {copy_gbps:.0f} GB/s")
     for column in ("op", "dtype", "eager ms", "compile ms", "triton ms", "x eager", "x compile",
@@ -197,7 +198,7 @@ def print_table(rows: list[dict], copy_gbps: float, device_name: str) -> None:
                       f"{r['triton_ms']:.4f}", f"{r['speedup_vs_eager']:.2f}",
                       f"{r['speedup_vs_compile']:.2f}", f"{r['triton_gbps']:.0f}",
                       f"{100 * r['triton_share_of_copy_bw']:.0f}", f"{r['max_abs_error_vs_eager']:.2e}")
-    Console().print(table)
+    console.print(table)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -56,7 +56,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -73,6 +72,7 @@ from wsol_fast import ops  # noqa: E402
 from wsol_fast.config import OptimConfig  # noqa: E402
 from wsol_fast.data import SyntheticSpec, WSOLDataset, load_split, make_loader, scaled_resize  # noqa: E402
 from wsol_fast.engine.evaluate import localization_maps  # noqa: E402
+from wsol_fast.engine.progress import console  # noqa: E402
 from wsol_fast.engine.optim import build_optimizer  # noqa: E402
 from wsol_fast.engine.step import StepOptions, TrainStep  # noqa: E402
 from wsol_fast.models import MobileNetBAS  # noqa: E402
@@ -413,7 +413,7 @@ def measure_phase(phase: str, args, device: torch.device, model: MobileNetBAS) -
     return rows
 
 
-def print_table(console: Console, rows: list[dict], args, peak_tflops: float) -> None:
+def print_table(rows: list[dict], args, peak_tflops: float) -> None:
     table = Table(title=f"{args.device}, C={args.classes}, batch {args.batch_size}, {args.image_size} px, width "
                         f"{args.width}, {args.precision}, loader {args.loader}, best of {args.repeats} x "
                         f"{args.steps} steps; matmul peak {peak_tflops:.2f} TFLOP/s")
@@ -450,7 +450,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     returns the report."""
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
-    console = Console() if Console().is_terminal else Console(width=200)
     model = MobileNetBAS(args.classes, args.width).to(device).train()
     load_before = os.getloadavg()
     rows = []
@@ -459,7 +458,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     peak_tflops = matmul_peak_tflops(device, args.precision)
     for row in rows:
         row["fraction_of_matmul_peak"] = row["tflops"] / peak_tflops
-    print_table(console, rows, args, peak_tflops)
+    print_table(rows, args, peak_tflops)
     report = {"benchmark": "throughput", "command": " ".join(["python benchmarks/throughput.py", *argv]), "args": {
                   k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()

@@ -6,7 +6,7 @@ import sys
 from wsol_fast.cli import add_data_arguments, data_config, positive_float, positive_int
 from wsol_fast.config import TrainConfig
 from wsol_fast.engine.pretrain import pretrain_backbone
-from wsol_fast.engine.progress import console
+from wsol_fast.engine.progress import console, print_error
 from wsol_fast.engine.run import load_data_split
 
 
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
                                  args.epochs, args.lr, cfg.data.batch_size, cfg.data.workers,
                                  args.seed, args.device, cfg.data.train_crop)
     except (FileNotFoundError, ValueError) as error:
-        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        print_error(error)
         return 1
     console.print(f"saved {path}")
     return 0

@@ -12,7 +12,7 @@ from rich.table import Table
 from wsol_fast.cli import positive_int
 from wsol_fast.config import TrainConfig
 from wsol_fast.data import WSOLDataset
-from wsol_fast.engine.progress import console
+from wsol_fast.engine.progress import console, print_error
 from wsol_fast.engine.run import load_data_split, model_from_checkpoint
 from wsol_fast.probe import probe_background
 
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
         dataset = WSOLDataset(load_data_split(cfg, args.split), train=False, image_size=cfg.data.image_size,
                               resize=cfg.data.resize)
     except (FileNotFoundError, ValueError) as error:
-        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        print_error(error)
         return 1
     step = max(1, len(dataset) // args.images)
     indices = list(range(0, len(dataset), step))[: args.images]

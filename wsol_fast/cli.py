@@ -132,13 +132,13 @@ def train_main(argv: list[str] | None = None) -> int:
     if args.checkpoint_every < 0:
         raise SystemExit(f"error: --checkpoint-every must be >= 0, got {args.checkpoint_every}")
     from .engine import distributed
-    from .engine.progress import console
+    from .engine.progress import print_error
     from .engine.run import run_training
     cfg = train_config(args)
     try:
         run_training(cfg, resume=args.resume)
     except (OSError, ValueError, FloatingPointError, ImageReadError) as error:  # OSError: missing file, full disk
-        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        print_error(error)
         return 1
     if args.local_rank >= 0 or distributed.world_size() > 1:  # a launched process: leave the group
         distributed.shutdown()
@@ -211,7 +211,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     from .checkpoint import atomic_save
     from .engine import distributed
     from .engine.evaluate import SWEEP_NORMS, EvalSettings, evaluate, threshold_sweep
-    from .engine.progress import console, results_table
+    from .engine.progress import console, print_error, results_table
     from .engine.run import load_data_split, model_from_checkpoint
 
     args = evaluate_parser().parse_args(argv)
@@ -259,7 +259,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
                                  map_class=args.cam, data=cfg.data, device=device)
             console.print(f"saved {vis}")
     except (FileNotFoundError, ValueError, ImageReadError) as error:
-        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        print_error(error)
         return 1
     if not distributed.is_main():  # every rank holds the all-reduced result; rank 0 reports it
         return 0

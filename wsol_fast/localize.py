@@ -34,7 +34,7 @@ from .data import ImageReadError, load_rgb, resize_boxes, resize_only_transform
 from .data.imagenet import parse_box
 from .data.records import annotation_error, numbered_lines
 from .engine.evaluate import EvalSettings, localization_maps
-from .engine.progress import console, make_progress, results_table
+from .engine.progress import console, make_progress, print_error, print_message, print_warning, results_table
 from .engine.run import model_from_checkpoint
 from .ops import evaluation as eval_ops
 from .visualize import GT_COLOR, PRED_COLOR, draw_box, draw_caption, overlay_heatmap
@@ -277,12 +277,12 @@ def localize_all(localizer: Localizer, entries: list[ImageEntry], names: list[st
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=list)
     records, skipped, start = [], [], time.perf_counter()
     with make_progress() as progress:
-        task = progress.add_task("localize", total=len(entries), info="")
+        task = progress.add_task("localize", total=len(entries), info="", unit="images")
         for batch in loader:
             for sample in batch:
                 if "error" in sample:
                     skipped.append({"path": str(entries[sample["index"]].path), "error": sample["error"]})
-                    console.print(f"[yellow]skipped:[/yellow] {sample['error']}", soft_wrap=True)
+                    print_message(sample["error"], "skipped:", "yellow")
             good = [sample for sample in batch if "error" not in sample]
             if good:
                 result = localizer(torch.stack([sample["image"] for sample in good]))
@@ -370,7 +370,7 @@ def localize_main(argv: list[str] | None = None) -> int:
     """``wsol-fast localize``; returns the exit status (see the module docstring)."""
     args = localize_parser().parse_args(argv)
     if args.map_class == "gt":
-        console.print("[red]error:[/red] --map-class gt needs labels; use top1, topk:K or all")
+        print_error("--map-class gt needs labels; use top1, topk:K or all")
         return 1
     try:
         entries = find_images(args.paths)
@@ -383,10 +383,10 @@ def localize_main(argv: list[str] | None = None) -> int:
         names = names or default_class_names(localizer.config, localizer.num_classes)
         gt_boxes, unmatched = read_annotations(args.annotations, entries) if args.annotations else ({}, 0)
     except (FileNotFoundError, ValueError) as error:
-        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        print_error(error)
         return 1
     if unmatched:
-        console.print(f"[yellow]{unmatched} annotation line(s) name no image given; ignored")
+        print_warning(f"{unmatched} annotation line(s) name no image given; ignored")
     records, skipped = localize_all(localizer, entries, names, gt_boxes, Path(args.out), args.batch_size,
                                     args.workers, args.overlay_max_side)
     write_outputs(Path(args.out), localizer, records, skipped, names)
@@ -394,6 +394,6 @@ def localize_main(argv: list[str] | None = None) -> int:
                                 [summary_row(r) for r in records[:20]], ["image", "class", "prob", "box"]))
     console.print(f"wrote {Path(args.out) / 'localizations.json'}, detections_coco.json and overlays/")
     if not records:
-        console.print("[red]error:[/red] no image could be localized")
+        print_error("no image could be localized")
         return 1
     return 0

@@ -38,7 +38,7 @@ def pretrain_backbone(train_split, out: str | Path, width_mult: float = 1.0, ima
         for epoch in range(epochs):
             loader = build_loader(dataset, batch_size, shuffle=True, num_workers=workers, seed=seed,
                                   epoch=epoch, drop_last=True)
-            task = progress.add_task(f"pretrain epoch {epoch + 1}/{epochs}", total=steps, info="")
+            task = progress.add_task(f"pretrain epoch {epoch + 1}/{epochs}", total=steps, info="", unit="step")
             loss_sum, correct, start = torch.zeros(()), torch.zeros((), dtype=torch.int64), time.perf_counter()
             for images, labels, _ in loader:
                 images, labels = images.to(device), labels.to(device)

@@ -13,7 +13,7 @@ from ..data import SyntheticSpec, WSOLDataset, hold_out, load_split, make_loader
 from ..mean_maps import MeanMaps, class_mean_maps
 from ..models import MobileNetBAS, load_pretrained_backbone
 from . import distributed
-from .progress import console, make_progress
+from .progress import console, make_progress, print_warning
 from .trainer import CHECKPOINT_NAME, Trainer, run_name, seed_everything
 
 
@@ -76,13 +76,13 @@ def compute_mean_maps(cfg: TrainConfig, model: MobileNetBAS, train_split) -> Mea
     with make_progress() if distributed.is_main() else contextlib.nullcontext() as progress:
         advance = None
         if progress is not None:
-            task = progress.add_task("class-mean maps", total=len(dataset), info="")
+            task = progress.add_task("class-mean maps", total=len(dataset), info="", unit="images")
             advance = lambda n: progress.advance(task, n * world)  # noqa: E731 (shards advance alike)
         maps, counts = class_mean_maps(model.to(device), loader, cfg.model.num_classes, device, advance,
                                        reduce=distributed.all_reduce_sum_)
     mean_maps = MeanMaps(maps.cpu(), counts.cpu())
     if mean_maps.empty_classes and distributed.is_main():
-        console.print(f"[yellow]classes without a training image (zero mean map): {mean_maps.empty_classes}")
+        print_warning(f"classes without a training image (zero mean map): {mean_maps.empty_classes}")
     return mean_maps
 
 
@@ -156,7 +156,7 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Trainer:
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        console.print(f"[bold]{run_name(cfg)}[/bold]: {len(train_split)} training images, "
+        console.print(f"{run_name(cfg)}: {len(train_split)} training images, "
                       f"{cfg.model.num_classes} classes, {trainer.world} process(es) on {cfg.run.device}"
                       f"{' and more' if trainer.world > 1 else ''}, batch {cfg.data.batch_size} = "
                       f"{trainer.micro_batch} x {cfg.optim.grad_accum} x {trainer.world}, "

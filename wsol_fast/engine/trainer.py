@@ -193,7 +193,7 @@ class Trainer:
         loader.set_epoch(self.epoch, start_batch=self.step_in_epoch * accum)
         task = None if progress is None else progress.add_task(
             f"{run_name(cfg)} epoch {self.epoch + 1}/{cfg.optim.epochs}", total=self.steps_per_epoch,
-            completed=self.step_in_epoch, info="")
+            completed=self.step_in_epoch, info="", unit="step")
         stats, start, seen = self.stats, time.perf_counter(), 0
         lr = self.optimizer.param_groups[0]["lr"]
         micro_left = (self.steps_per_epoch - self.step_in_epoch) * accum
