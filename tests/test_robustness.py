@@ -152,7 +152,7 @@ def test_checkpoints_load_weights_only_and_nothing_else(trained, tmp_path):
             return (Path.touch, (marker,))
 
     torch.save({"config": state["config"], "model": Payload()}, tmp_path / "evil.pt")
-    with pytest.raises(ValueError, match=r"cannot read checkpoint .*evil\.pt"):
+    with pytest.raises(ValueError, match=r"refused to load checkpoint .*evil\.pt"):
         load_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists(), "loading never runs pickled code"
 

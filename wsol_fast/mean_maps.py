@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from . import ops
-from .checkpoint import atomic_save
+from .checkpoint import atomic_save, load_checkpoint
 
 
 @torch.no_grad()
@@ -62,5 +62,5 @@ class MeanMaps:
 
     @classmethod
     def load(cls, path: Path) -> "MeanMaps":
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(path)
         return cls(state["maps"], state["counts"])

@@ -34,6 +34,7 @@ from ..config import TrainConfig
 from ..data import make_loader
 from ..mean_maps import MeanMaps
 from . import distributed
+from .deepspeed_files import load_weights_only
 from .optim import build_optimizer, build_scheduler
 from .progress import JsonLog, make_progress
 
@@ -150,6 +151,7 @@ class Trainer:
         scheduler = build_scheduler(optimizer, cfg.optim, self.steps_per_epoch)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+        load_weights_only(self.engine)
         self.model = self.engine.module
         self.mean_maps = mean_maps
         self.mean_maps_device = None if mean_maps is None else mean_maps.maps.to(self.device)

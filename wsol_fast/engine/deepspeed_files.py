@@ -1,0 +1,46 @@
+"""DeepSpeed checkpoint files read without running code from them.
+
+DeepSpeed's ``TorchCheckpointEngine`` loads every file of a checkpoint (model states, ZeRO
+optimizer states) with ``weights_only=False``, so a run folder received from someone else could run
+code on ``--resume``. ``WeightsOnlyLoads`` wraps the engine's checkpoint engine: every file
+DeepSpeed reads goes through ``checkpoint.load_checkpoint`` (``weights_only=True``) with exactly
+the non-tensor classes DeepSpeed stores allowed, and an unreadable or refused file is named.
+"""
+import importlib
+
+from ..checkpoint import load_checkpoint
+
+# The classes in DeepSpeed's own files besides tensors and plain data (ZeRO optimizer states).
+DEEPSPEED_CLASSES = ("deepspeed.utils.tensor_fragment.fragment_address",
+                     "deepspeed.runtime.zero.config.ZeroStageEnum",
+                     "deepspeed.runtime.fp16.loss_scaler.LossScaler")
+
+
+def deepspeed_safe_globals() -> list:
+    """The classes of ``DEEPSPEED_CLASSES``, imported (DeepSpeed is imported already)."""
+    classes = []
+    for name in DEEPSPEED_CLASSES:
+        module, _, attribute = name.rpartition(".")
+        classes.append(getattr(importlib.import_module(module), attribute))
+    return classes
+
+
+class WeightsOnlyLoads:
+    """A DeepSpeed checkpoint engine whose ``load`` reads with ``weights_only=True``; everything
+    else (saving, committing) is the wrapped engine's."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.safe_globals = tuple(deepspeed_safe_globals())
+
+    def __getattr__(self, name: str):
+        return getattr(self.engine, name)
+
+    def load(self, path: str, map_location=None):
+        return load_checkpoint(path, map_location, self.safe_globals)
+
+
+def load_weights_only(engine) -> None:
+    """Make a ``DeepSpeedEngine`` read its checkpoints with ``weights_only=True``."""
+    if not isinstance(engine.checkpoint_engine, WeightsOnlyLoads):
+        engine.checkpoint_engine = WeightsOnlyLoads(engine.checkpoint_engine)
