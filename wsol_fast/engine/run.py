@@ -7,13 +7,15 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import TrainConfig
 from ..data import SyntheticSpec, WSOLDataset, hold_out, load_split, make_loader
 from ..mean_maps import MeanMaps, class_mean_maps
 from ..models import MobileNetBAS, load_pretrained_backbone
+from ..models.health import model_problem
 from . import distributed
 from .progress import console, make_progress, print_warning
+from .run_lock import run_folder_lock
 from .trainer import CHECKPOINT_NAME, Trainer, run_name, seed_everything
 
 
@@ -56,8 +58,11 @@ def model_from_state(state: dict, path: str | Path, num_classes: int | None = No
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
-        raise ValueError(f"checkpoint {path} does not fit MobileNetBAS(width_mult="
-                         f"{saved.model.width_mult}): {error}") from error
+        raise CheckpointError(f"checkpoint {path} does not fit MobileNetBAS(width_mult="
+                              f"{saved.model.width_mult}): {error}") from error
+    problem = model_problem(model)
+    if problem:
+        raise CheckpointError(f"checkpoint {path} is not usable: {problem}")
     return model
 
 
@@ -98,10 +103,15 @@ def resolve_device(requested: str) -> str:
 
 
 def run_training(cfg: TrainConfig, resume: bool = False) -> Trainer:
-    """Train one stage as configured (this process's part of it under ``deepspeed``); returns
-    the finished trainer."""
+    """Train one stage as configured (this process's part of it under ``deepspeed``), holding the
+    lock of its run folder ``OUT/<cam|early|late>`` throughout; returns the finished trainer."""
     distributed.init_process_group()
     cfg.run.device = resolve_device(cfg.run.device)
+    with run_folder_lock(Path(cfg.run.out) / run_name(cfg)):
+        return _train(cfg, resume)
+
+
+def _train(cfg: TrainConfig, resume: bool) -> Trainer:
     resume_state = None
     if resume:  # the saved configuration wins; only the number of epochs may grow
         own = Path(cfg.run.out) / run_name(cfg) / CHECKPOINT_NAME

@@ -29,10 +29,11 @@ import numpy as np
 import torch
 
 from .step import stage_loss
-from ..checkpoint import atomic_save
+from ..checkpoint import CheckpointError, atomic_save
 from ..config import TrainConfig
 from ..data import make_loader
 from ..mean_maps import MeanMaps
+from ..models.health import model_problem
 from . import distributed
 from .deepspeed_files import load_weights_only
 from .optim import build_optimizer, build_scheduler
@@ -45,7 +46,8 @@ FAULT_EXIT_CODE = 17
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or Inf; the last checkpoint on disk is the last good one."""
+    """A loss, the weights or the model's outputs became NaN or Inf; the last checkpoint on disk is
+    the last good one."""
 
 
 def run_name(cfg: TrainConfig) -> str:
@@ -158,6 +160,7 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.step_in_epoch = 0  # optimizer steps done in the current epoch
         self.stats = EpochStats()
+        self.last_images = None  # the latest micro-batch, on which a checkpoint's model must be finite
         self.dir = Path(cfg.run.out) / run_name(cfg)
         self.log = JsonLog(self.dir / "log.jsonl")
         fault = os.environ.get(FAULT_ENV)
@@ -204,8 +207,8 @@ class Trainer:
                 break
             lr = self.optimizer.param_groups[0]["lr"]
             seen += len(labels)
-            if not self.train_step(images.to(self.device, non_blocking=True),
-                                   labels.to(self.device, non_blocking=True), stats):
+            self.last_images = images.to(self.device, non_blocking=True)
+            if not self.train_step(self.last_images, labels.to(self.device, non_blocking=True), stats):
                 continue
             self.step_in_epoch += 1
             step = self.step_in_epoch
@@ -244,11 +247,12 @@ class Trainer:
         main = distributed.is_main()
         with make_progress() if main else contextlib.nullcontext() as progress:
             while self.epoch < self.cfg.optim.epochs:
+                epoch = self.epoch + 1
                 try:
                     record = self.train_epoch(progress)
+                    self.save()
                 except NonFiniteLossError as error:
-                    raise NonFiniteLossError(f"epoch {self.epoch + 1}: {error}; stopped. {self._kept()}") from error
-                self.save()
+                    raise NonFiniteLossError(f"epoch {epoch}: {error}; stopped. {self._kept()}") from error
                 if main:
                     self.log.write(record)
                 records.append(record)
@@ -287,6 +291,7 @@ class Trainer:
         older DeepSpeed tags are removed only after that. BatchNorm statistics are averaged first."""
         client = self.client_state()
         distributed.average_batchnorm_buffers_(self.model)
+        self._check_usable()
         ds_dir = self.dir / DEEPSPEED_DIR
         self.engine.save_checkpoint(str(ds_dir), self.tag(), client_state=client, save_latest=False)
         path, failure = self.dir / CHECKPOINT_NAME, None
@@ -305,6 +310,15 @@ class Trainer:
             raise OSError(f"could not write checkpoint {path} (on rank 0); the previous one is kept")
         return path
 
+    def _check_usable(self) -> None:
+        """Raise ``NonFiniteLossError`` unless the model's weights, and its forward pass on the latest
+        batch, are finite on every rank (a collective): only such a model becomes a checkpoint."""
+        problem = model_problem(self.model, self.last_images)
+        bad = distributed.all_reduce_sum_(torch.tensor([float(problem is not None)], device=self.device))
+        if bad.item():
+            raise NonFiniteLossError(f"after optimizer step {self.global_step} the model is not usable: "
+                                     f"{problem or 'so another process found'}")
+
     def _kept(self) -> str:
         """Which checkpoint survives a failed epoch (for error messages)."""
         path = self.dir / CHECKPOINT_NAME
@@ -319,9 +333,15 @@ class Trainer:
         tag = state["deepspeed"]["tag"]
         if not (ds_dir / tag).is_dir():
             raise FileNotFoundError(f"{path} names the DeepSpeed checkpoint {ds_dir / tag}, which is missing")
-        loaded, client = self.engine.load_checkpoint(str(ds_dir), tag)
+        try:
+            loaded, client = self.engine.load_checkpoint(str(ds_dir), tag)
+        except RuntimeError as error:  # load_state_dict's size mismatches
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+            gist = next((line for line in lines if "size mismatch" in line), lines[0])
+            raise CheckpointError(f"the DeepSpeed checkpoint {ds_dir / tag} does not fit the model of {path} "
+                                  f"(width {self.cfg.model.width_mult}): {gist}") from error
         if loaded is None:
-            raise ValueError(f"DeepSpeed could not load its checkpoint {ds_dir / tag}")
+            raise CheckpointError(f"DeepSpeed could not load its checkpoint {ds_dir / tag}")
         if client["steps_per_epoch"] != self.steps_per_epoch:
             raise ValueError(f"{path}: saved with {client['steps_per_epoch']} steps per epoch "
                              f"({client['world_size']} processes), this run has {self.steps_per_epoch} "
