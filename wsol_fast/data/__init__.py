@@ -41,7 +41,8 @@ IMAGENET_LOAD_SPLITS = {"train": "train", "test": "val", "val": "val"}
 
 
 def load_split(
-    dataset: str, data_root: str | Path, split: str, synthetic_spec: SyntheticSpec | None = None
+    dataset: str, data_root: str | Path, split: str, synthetic_spec: SyntheticSpec | None = None,
+    skip_bad_images: bool = False,
 ) -> WSOLSplit:
     """The ``split`` ("train" or "test") of ``dataset`` (one of ``DATASETS``) at ``data_root``.
 
@@ -49,19 +50,20 @@ def load_split(
     (with ``synthetic_spec``, default ``SyntheticSpec()``); a set generated from another spec
     raises ValueError when ``synthetic_spec`` is given and is read as is when it is None.
     "imagenet": "train" is the train folder, "test" (or "val") the validation set.
+    ``skip_bad_images``: images whose header the reader cannot read are left out, in ``skipped``.
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if dataset == "imagenet":
         if split not in IMAGENET_LOAD_SPLITS:
             raise ValueError(f"split must be one of {tuple(IMAGENET_LOAD_SPLITS)}, got {split!r}")
-        return read_imagenet(data_root, IMAGENET_LOAD_SPLITS[split])
+        return read_imagenet(data_root, IMAGENET_LOAD_SPLITS[split], skip_bad_images=skip_bad_images)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     root = Path(data_root)
     if dataset == "synthetic" and (synthetic_spec is not None or not (root / MARKER_NAME).is_file()):
         generate_synthetic(root, synthetic_spec or SyntheticSpec())
-    return read_cub(root, split)
+    return read_cub(root, split, skip_bad_images)
 
 
 __all__ = [

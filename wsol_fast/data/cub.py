@@ -136,11 +136,30 @@ def read_image_size(path: Path) -> tuple[int, int]:
         raise ImageReadError(f"cannot read image header of {path}: {exc}") from exc
 
 
-def read_cub(root: str | Path, split: str) -> WSOLSplit:
+def read_image_sizes(paths: list[Path], skip_bad_images: bool, where: list[str]
+                     ) -> tuple[list[int], list[tuple[int, int]], list[tuple[str, str]]]:
+    """Header sizes of ``paths``: ``(indices read, their (width, height), skipped (path, problem))``.
+    A missing or unreadable image raises (its ``where``, e.g. the annotation line, in the message)
+    unless ``skip_bad_images``, which leaves it out and records it."""
+    kept, sizes, skipped = [], [], []
+    for index, (path, place) in enumerate(zip(paths, where)):
+        try:
+            sizes.append(read_image_size(path))
+        except (FileNotFoundError, ImageReadError) as error:
+            if not skip_bad_images:
+                raise type(error)(f"{error} ({place}; pass --skip-bad-images to leave such files out)") from error
+            skipped.append((str(path), str(error)))
+            continue
+        kept.append(index)
+    return kept, sizes, skipped
+
+
+def read_cub(root: str | Path, split: str, skip_bad_images: bool = False) -> WSOLSplit:
     """Read the ``"train"`` or ``"test"`` split of a CUB-200-2011-layout dataset at ``root``.
 
     Images keep the order of ``images.txt``. Boxes are (1, 4) float32 ``x0, y0, x1, y1`` with
-    ``x1 = x + w``, ``y1 = y + h``; sizes come from the image headers.
+    ``x1 = x + w``, ``y1 = y + h``; sizes come from the image headers. With ``skip_bad_images``
+    an image that is missing or whose header cannot be read is left out and listed in ``skipped``.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -153,22 +172,17 @@ def read_cub(root: str | Path, split: str) -> WSOLSplit:
     is_train = _read_per_image(root / "train_test_split.txt", images, 1, _parse_is_train)
     boxes = _read_per_image(root / "bounding_boxes.txt", images, 4, _parse_box)
 
-    selected = [image_id for image_id in images if is_train[image_id] == (split == "train")]
-    image_paths, sizes = [], []
-    for image_id in selected:
-        relpath, lineno = images[image_id]
-        path = root / "images" / relpath
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"image not found: {path} (image id {image_id}, {root / 'images.txt'}:{lineno})"
-            )
-        image_paths.append(path)
-        sizes.append(read_image_size(path))
+    listed = [image_id for image_id in images if is_train[image_id] == (split == "train")]
+    kept, sizes, skipped = read_image_sizes(
+        [root / "images" / images[i][0] for i in listed], skip_bad_images,
+        [f"image id {i}, {root / 'images.txt'}:{images[i][1]}" for i in listed])
+    selected = [listed[k] for k in kept]
     return WSOLSplit(
         root=root,
-        image_paths=image_paths,
+        image_paths=[root / "images" / images[i][0] for i in selected],
         labels=np.array([labels[i] for i in selected], dtype=np.int64),
         boxes=[boxes[i] for i in selected],
         sizes=np.array(sizes, dtype=np.int64).reshape(-1, 2),
         class_names=class_names,
+        skipped=skipped,
     )

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cub import read_image_size
+from .cub import read_image_sizes
 from .records import AnnotationError, WSOLSplit, annotation_error, numbered_lines
 
 SPLITS = ("train", "val")
@@ -241,7 +241,7 @@ def _annotation_source(root: Path, annotations: Path | None) -> Path:
     raise FileNotFoundError(f"no ImageNet validation annotations under {root} (looked for {searched})")
 
 
-def _read_val(root: Path, annotations: Path | None) -> WSOLSplit:
+def _read_val(root: Path, annotations: Path | None, skip_bad_images: bool) -> WSOLSplit:
     wnids = _class_wnids(root)
     class_index = {wnid: label for label, wnid in enumerate(wnids)}
     val_dir = root / "val"
@@ -267,25 +267,35 @@ def _read_val(root: Path, annotations: Path | None) -> WSOLSplit:
         raise AnnotationError(
             f"{source}: no annotation for {len(missing)} validation image(s), e.g. {missing[:5]}"
         )
-    records = [by_stem[stem][0] for stem in images]
-    sizes = [rec.size or read_image_size(path) for rec, path in zip(records, images.values())]
+    records, paths = [by_stem[stem][0] for stem in images], list(images.values())
+    sizes = [rec.size for rec in records]
+    unknown = [i for i, size in enumerate(sizes) if size is None]  # no <size> in the annotation
+    kept, header_sizes, skipped = read_image_sizes([paths[i] for i in unknown], skip_bad_images,
+                                                   [f"annotated in {by_stem[paths[i].stem][1]}" for i in unknown])
+    for k, size in zip(kept, header_sizes):
+        sizes[unknown[k]] = size
+    keep = [i for i, size in enumerate(sizes) if size is not None]
     return WSOLSplit(
         root=root,
-        image_paths=list(images.values()),
-        labels=np.array([rec.label for rec in records], dtype=np.int64),
-        boxes=[rec.boxes for rec in records],
-        sizes=np.array(sizes, dtype=np.int64).reshape(-1, 2),
+        image_paths=[paths[i] for i in keep],
+        labels=np.array([records[i].label for i in keep], dtype=np.int64),
+        boxes=[records[i].boxes for i in keep],
+        sizes=np.array([sizes[i] for i in keep], dtype=np.int64).reshape(-1, 2),
         class_names=wnids,
+        skipped=skipped,
     )
 
 
-def read_imagenet(root: str | Path, split: str, annotations: str | Path | None = None) -> WSOLSplit:
+def read_imagenet(root: str | Path, split: str, annotations: str | Path | None = None,
+                  skip_bad_images: bool = False) -> WSOLSplit:
     """Read the ``"train"`` or ``"val"`` split of an ILSVRC2012 CLS-LOC tree at ``root``.
 
     Images are in sorted file order (train: by class, then by name). Val boxes are (K >= 1, 4)
     float32 ``xmin ymin xmax ymax`` as annotated; val sizes come from the XML ``<size>`` or else
     the image header. Train sizes are ``UNKNOWN_SIZE`` and train boxes (0, 4) (see module doc).
     ``annotations`` (val only) overrides the annotation search: an XML folder or a CSV file.
+    ``skip_bad_images`` (val): an image whose size must come from its unreadable header is left out
+    and listed in ``skipped``.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -298,4 +308,4 @@ def read_imagenet(root: str | Path, split: str, annotations: str | Path | None =
         if not (root / "train").is_dir():
             raise FileNotFoundError(f"ImageNet train folder not found: {root / 'train'}")
         return _read_train(root)
-    return _read_val(root, None if annotations is None else Path(annotations))
+    return _read_val(root, None if annotations is None else Path(annotations), skip_bad_images)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,8 @@ class WSOLSplit:
       (K >= 1 for evaluation splits; K = 0 allowed where a split has no boxes).
     - ``sizes``: (N, 2) int64 ``width, height`` of each original image.
     - ``class_names``: C names; label ``c`` is ``class_names[c]``.
+    - ``skipped``: ``(path, problem)`` of the listed images the reader left out (``skip_bad_images``:
+      missing, or a header it cannot read).
     """
 
     root: Path
@@ -51,6 +53,7 @@ class WSOLSplit:
     boxes: list[np.ndarray]
     sizes: np.ndarray
     class_names: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -81,7 +84,7 @@ class WSOLSplit:
         """The samples at ``indices`` (in that order), same classes."""
         indices = [int(i) for i in indices]
         return WSOLSplit(self.root, [self.image_paths[i] for i in indices], self.labels[indices],
-                         [self.boxes[i] for i in indices], self.sizes[indices], self.class_names)
+                         [self.boxes[i] for i in indices], self.sizes[indices], self.class_names, self.skipped)
 
 
 def hold_out(split: WSOLSplit, fraction: float, seed: int = 0) -> tuple[WSOLSplit, WSOLSplit]:

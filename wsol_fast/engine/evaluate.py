@@ -156,7 +156,8 @@ def evaluate_bas_protocol(model, dataset: WSOLDataset, settings: EvalSettings, b
     if settings.ten_crop:
         crops = iter(make_loader(TenCropDataset(dataset.split, dataset.image_size, dataset.resize),
                                  batch_size, loader="torch", **options))
-    for images, labels, indices in make_loader(dataset, batch_size, loader=loader, **options):
+    batches = make_loader(dataset, batch_size, loader=loader, **options)
+    for images, labels, indices in batches:
         labels = labels.to(device)
         scores, maps = localization_maps(model, images.to(device), labels, settings.method, settings.map_class)
         if crops is not None:
@@ -168,7 +169,7 @@ def evaluate_bas_protocol(model, dataset: WSOLDataset, settings: EvalSettings, b
         cls_counts.update(scores.cpu(), labels.cpu())
         loc_counts.update(ious, labels.cpu(), top1, top5)
     _all_reduce_counts(cls_counts, loc_counts)
-    return {**cls_counts.summary(), **loc_counts.summary()}
+    return {**cls_counts.summary(), **loc_counts.summary(), **_scored(int(cls_counts.state["images"].sum()), batches)}
 
 
 @torch.no_grad()
@@ -188,14 +189,22 @@ def evaluate_maxboxacc(model, dataset: WSOLDataset, settings: EvalSettings, batc
                                                       _ground_truth(dataset, indices), counts.thresholds)
         counts.update(largest, every)
     _all_reduce_counts(counts)
-    return counts.summary()
+    return {**counts.summary(), **_scored(int(counts.state["images"]), batches)}
+
+
+def _scored(images: int, batches) -> dict:
+    """``images`` scored (all ranks) and the images this rank's loader ``batches`` left out."""
+    return {"images": images, "skipped": [{"path": str(path), "problem": problem}
+                                          for _, path, problem in batches.skipped]}
 
 
 def evaluate(model, split, settings: EvalSettings, image_size: int = 224, resize: int = 256,
              batch_size: int = 64, device: str = "cpu", workers: int = 0, loader: str = "dali",
              skip_bad_images: bool = False) -> dict:
-    """Run the protocol(s) of ``settings`` on ``split``; one flat dict of results."""
-    result = {"settings": asdict(settings), "images": len(split)}
+    """Run the protocol(s) of ``settings`` on ``split``; one flat dict of results, with the number
+    of ``images`` scored and the ``skipped`` ones (left out by the reader or the loader)."""
+    result = {"settings": asdict(settings)}
+    skipped = [{"path": path, "problem": problem} for path, problem in split.skipped]
     options = dict(batch_size=batch_size, device=device, workers=workers, loader=loader,
                    skip_bad_images=skip_bad_images)
     if settings.protocol in ("bas", "both"):
@@ -205,7 +214,8 @@ def evaluate(model, split, settings: EvalSettings, image_size: int = 224, resize
         dataset = WSOLDataset(split, train=False, image_size=image_size, resize=resize,
                               eval_protocol="wsolevaluation")
         result.update(evaluate_maxboxacc(model, dataset, settings, **options))
-    return result
+    skipped += [row for row in result.pop("skipped") if row not in skipped]
+    return {**result, "images_listed": result["images"] + len(skipped), "skipped": skipped}
 
 
 @torch.no_grad()

@@ -29,11 +29,13 @@ def synthetic_spec(cfg: TrainConfig) -> SyntheticSpec:
 def load_data_split(cfg: TrainConfig, split: str):
     """The ``train``, ``val`` or ``test`` split of the configured dataset (synthetic: generated
     if absent). With ``data.val_fraction > 0``, ``val`` is that fraction of the training split
-    (per class, fixed seed) and ``train`` is the rest; otherwise there is no ``val``."""
+    (per class, fixed seed) and ``train`` is the rest; otherwise there is no ``val``. With
+    ``data.skip_bad_images`` images the reader cannot open are left out, listed in ``skipped``."""
     spec = synthetic_spec(cfg) if cfg.data.dataset == "synthetic" else None
+    options = dict(synthetic_spec=spec, skip_bad_images=cfg.data.skip_bad_images)
     if split == "test":
-        return load_split(cfg.data.dataset, cfg.data.data_root, "test", synthetic_spec=spec)
-    train = load_split(cfg.data.dataset, cfg.data.data_root, "train", synthetic_spec=spec)
+        return load_split(cfg.data.dataset, cfg.data.data_root, "test", **options)
+    train = load_split(cfg.data.dataset, cfg.data.data_root, "train", **options)
     if cfg.data.val_fraction <= 0:
         if split == "val":
             raise ValueError("no validation split: train with --val-fraction > 0 to hold one out")
@@ -86,6 +88,8 @@ def compute_mean_maps(cfg: TrainConfig, model: MobileNetBAS, train_split) -> Mea
         maps, counts = class_mean_maps(model.to(device), loader, cfg.model.num_classes, device, advance,
                                        reduce=distributed.all_reduce_sum_)
     mean_maps = MeanMaps(maps.cpu(), counts.cpu())
+    if loader.skipped and distributed.is_main():
+        print_warning(f"class-mean maps: {len(loader.skipped)} more image(s) left out while reading (this process)")
     if mean_maps.empty_classes and distributed.is_main():
         print_warning(f"classes without a training image (zero mean map): {mean_maps.empty_classes}")
     return mean_maps
@@ -125,6 +129,9 @@ def _train(cfg: TrainConfig, resume: bool) -> Trainer:
     seed_everything(cfg.run.seed)
     with distributed.main_first():  # a synthetic set is generated once, by rank 0
         train_split = load_data_split(cfg, "train")
+    if train_split.skipped and distributed.is_main():
+        print_warning(f"--skip-bad-images: {len(train_split.skipped)} image(s) of the training split left out, "
+                      f"e.g. {train_split.skipped[0][1]}")
     cfg.model.num_classes = train_split.num_classes
     out_dir = Path(cfg.run.out) / run_name(cfg)
     own_checkpoint = out_dir / CHECKPOINT_NAME

@@ -229,7 +229,8 @@ class Trainer:
         totals = stats.totals()
         record = {"run": run_name(cfg), "epoch": self.epoch + 1, "lr": lr, **stats.means(totals),
                   "images_per_s": self.world * seen / seconds, "seconds": seconds,
-                  "skipped_images": len(loader.skipped), "processes": self.world}
+                  "skipped_images": len(self.train_set.split.skipped) + len(loader.skipped),
+                  "processes": self.world}
         self.epoch += 1
         self.step_in_epoch = 0
         self.stats = EpochStats()
