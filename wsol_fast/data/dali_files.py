@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .records import ImageReadError
 
-# Leading bytes of the formats both loaders decode (DALI and PIL).
+# Leading bytes of the image formats the loaders know (WebP: RIFF....WEBP, see ``image_kind``).
 IMAGE_SIGNATURES = (
     (b"\xff\xd8\xff", "jpeg"),
     (b"\x89PNG\r\n\x1a\n", "png"),
@@ -24,6 +24,8 @@ IMAGE_SIGNATURES = (
     (b"GIF87a", "gif"),
     (b"GIF89a", "gif"),
 )
+# Formats PIL (the torch loader) decodes and DALI's decoders do not: named per file, never fed to DALI.
+DALI_UNDECODABLE = ("gif",)
 # A complete file ends with its end marker within this many bytes (trailing padding allowed).
 END_MARKERS = {"jpeg": b"\xff\xd9", "png": b"IEND"}
 TAIL_BYTES = 1024
@@ -44,9 +46,22 @@ def file_problem(path: Path) -> str | None:
     return None
 
 
-def header_problem(path: Path) -> str | None:
-    """``file_problem``, or an unknown leading signature, or a JPEG/PNG without its end marker
-    (a truncated file); None when the cheap checks pass (the file may still fail to decode)."""
+def image_kind(head: bytes) -> str | None:
+    """The format named by a file's first 12 bytes ("jpeg", "png", ..., "webp"), or None."""
+    kind = next((name for signature, name in IMAGE_SIGNATURES if head.startswith(signature)), None)
+    if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        kind = "webp"
+    return kind
+
+
+def unsupported_problem(kind: str) -> str:
+    return f"{kind} image: the DALI loader cannot decode {kind} (use --loader torch, or convert the file)"
+
+
+def header_problem(path: Path, unsupported: tuple[str, ...] = ()) -> str | None:
+    """``file_problem``, or an unknown leading signature or a format in ``unsupported`` (by the
+    loader asking), or a JPEG/PNG without its end marker (a truncated file); None when the cheap
+    checks pass (the file may still fail to decode)."""
     problem = file_problem(path)
     if problem is not None:
         return problem
@@ -57,11 +72,11 @@ def header_problem(path: Path) -> str | None:
             tail = handle.read()
     except OSError as error:
         return f"unreadable ({error.strerror})"
-    kind = next((name for signature, name in IMAGE_SIGNATURES if head.startswith(signature)), None)
-    if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        kind = "webp"
+    kind = image_kind(head)
     if kind is None:
         return f"not an image (leading bytes {head[:4].hex()})"
+    if kind in unsupported:
+        return unsupported_problem(kind)
     if kind in END_MARKERS and END_MARKERS[kind] not in tail:
         return f"truncated {kind} (no end marker)"
     return None
@@ -80,7 +95,7 @@ def find_problems(paths: list[Path], indices, check=file_problem) -> list[tuple[
 
 def undecodable(paths: list[Path], indices, message: str = "") -> list[tuple[int, Path, str]]:
     """``(index, path, problem)`` of the files among ``paths[indices]`` named in ``message`` (an
-    error of DALI's) or failing a full PIL decode."""
+    error of DALI's), of a format DALI cannot decode, or failing a full PIL decode."""
     from .datasets import load_rgb
 
     named = [(int(i), paths[i], "decoding failed in DALI") for i in indices if str(paths[i]) in message]
@@ -88,6 +103,10 @@ def undecodable(paths: list[Path], indices, message: str = "") -> list[tuple[int
         return named
     found = []
     for index in indices:
+        problem = header_problem(paths[index], DALI_UNDECODABLE)
+        if problem is not None:
+            found.append((int(index), paths[index], problem))
+            continue
         try:
             load_rgb(paths[index], int(index))
         except ImageReadError as error:

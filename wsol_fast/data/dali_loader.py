@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 import torch
 
-from .dali_files import describe, undecodable
+from .dali_files import DALI_UNDECODABLE, describe, undecodable
 from .dali_pipelines import build_pipeline, crop_window
 from .datasets import SampleLoader, WSOLDataset, resized_crop_params, sample_generator
 from .records import ImageReadError
@@ -46,6 +46,8 @@ class DaliLoader(SampleLoader):
     ``WSOLDataset`` through DALI with ``workers`` threads. ``device`` CUDA: nvJPEG decoding
     (``"mixed"``) and images on that GPU; else CPU mode (``device_id=None``) and CPU tensors.
     Labels and indices are always CPU tensors (labels looked up on the host by index)."""
+
+    undecodable_formats = DALI_UNDECODABLE
 
     def __init__(self, dataset: WSOLDataset, batch_size: int, workers: int = 2, device: str = "cpu",
                  **options) -> None:

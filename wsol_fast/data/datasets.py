@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ LOADERS = ("dali", "torch")
 FIXED_POINT = 1 << 16  # resized-crop fractions are whole numbers of 1/FIXED_POINT
 RESIZED_CROP_SCALE = (0.08, 1.0)  # crop area, as a fraction of the image area
 RESIZED_CROP_RATIO = (3 / 4, 4 / 3)  # crop aspect, relative to the image's own aspect
+SIXTEEN_BIT_GREY = ("I;16", "I;16L", "I;16B")  # PIL modes of 16-bit grey PNG and TIFF files
 
 
 def derive_seed(*parts: int) -> int:
@@ -90,9 +92,15 @@ def resized_crop(image: Image.Image, params: tuple, image_size: int) -> torch.Te
 
 
 def load_rgb(path: Path, index: int) -> Image.Image:
-    """Open and fully decode an image as RGB; any failure raises ImageReadError naming path and index."""
+    """Open and fully decode an image as 8-bit RGB, with DALI's pixels: 16-bit grey (PNG, TIFF)
+    becomes ``round(v / 257)``, not PIL's clipped ``convert``; alpha is dropped. (16-bit colour
+    PNGs: PIL keeps the high byte, DALI rounds; they differ by at most one level.) Any failure
+    raises ImageReadError naming path and index."""
     try:
         with Image.open(path) as image:
+            if image.mode in SIXTEEN_BIT_GREY:
+                grey = np.rint(np.asarray(image, dtype=np.float64) / 257).astype(np.uint8)
+                return Image.fromarray(grey, "L").convert("RGB")
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"cannot read image {path} (dataset index {index}): {exc}") from exc
@@ -227,14 +235,17 @@ def epoch_indices(candidates: np.ndarray, shuffle: bool, seed: int, epoch: int, 
     return candidates[start:stop]
 
 
-def checked_indices(paths: list[Path], skip_bad_images: bool) -> tuple[np.ndarray, list]:
+def checked_indices(paths: list[Path], skip_bad_images: bool, unsupported: tuple[str, ...] = ()
+                    ) -> tuple[np.ndarray, list]:
     """``(indices to read (N',) int64, skipped [(index, path, problem)])`` of ``paths``.
 
     Every file must exist and be non-empty, else ImageReadError naming the files; with
     ``skip_bad_images`` such files, and files that fail ``dali_files.header_problem`` (unknown
-    format, truncated JPEG/PNG), are left out and counted instead.
+    format, a format in ``unsupported`` by the loader, truncated JPEG/PNG), are left out and
+    counted instead.
     """
-    problems = find_problems(paths, range(len(paths)), header_problem if skip_bad_images else file_problem)
+    check = partial(header_problem, unsupported=unsupported) if skip_bad_images else file_problem
+    problems = find_problems(paths, range(len(paths)), check)
     if problems and not skip_bad_images:
         raise ImageReadError(f"{describe(problems)} (pass --skip-bad-images to leave such files out)")
     if problems:
@@ -251,6 +262,8 @@ class SampleLoader:
     batches of one epoch; call ``set_epoch`` before each epoch.
     """
 
+    undecodable_formats: tuple[str, ...] = ()  # image formats (``dali_files.image_kind``) this loader cannot read
+
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool = False, drop_last: bool = False,
                  shard_id: int = 0, num_shards: int = 1, skip_bad_images: bool = False) -> None:
         if batch_size < 1:
@@ -261,7 +274,8 @@ class SampleLoader:
         self.seed = int(getattr(dataset, "seed", 0))
         self.epoch = 0
         self.start_batch = 0
-        self.candidates, self.skipped = checked_indices(dataset.split.image_paths, skip_bad_images)
+        self.candidates, self.skipped = checked_indices(dataset.split.image_paths, skip_bad_images,
+                                                        self.undecodable_formats)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the order (training) and augmentation of epoch ``epoch``, starting at its batch
