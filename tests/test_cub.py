@@ -1,4 +1,5 @@
 """CUB-200-2011 reader on a tiny fabricated tree: values, order, and every kind of bad input."""
+import re
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,20 @@ def test_bad_split_and_missing_root(tmp_path, cub_root):
         read_cub(cub_root, "val")
     with pytest.raises(FileNotFoundError, match="root directory not found"):
         read_cub(tmp_path / "nowhere", "train")
+
+
+def test_box_entirely_outside_its_image_is_refused_with_file_and_line(cub_root):
+    replace_line(cub_root / "bounding_boxes.txt", 4, "4 500 500 30 30")  # image 4 is 20x20
+    with pytest.raises(AnnotationError, match=re.escape(
+            f"{cub_root.resolve() / 'bounding_boxes.txt'}:4 (image id 4): box [500.0, 500.0, 530.0, 530.0] lies "
+            "entirely outside its 20x20 image")):
+        read_cub(cub_root, "train")
+    read_cub(cub_root, "test")  # the other split does not hold it
+
+
+def test_boxes_partly_outside_are_counted_in_a_warning(cub_root):
+    replace_line(cub_root / "bounding_boxes.txt", 1, "1 -3 2 20 10.5")
+    replace_line(cub_root / "bounding_boxes.txt", 5, "5 50 10 25 20")  # 60x21 image: x1 75, y1 30
+    with pytest.warns(RuntimeWarning, match="2 ground-truth box"):
+        data = read_cub(cub_root, "train")
+    assert data.boxes[0].tolist() == [[-3.0, 2.0, 17.0, 12.5]], "kept as annotated; the protocols clip"

@@ -245,3 +245,11 @@ def test_load_split_maps_test_to_val(xml_root):
         read_imagenet(xml_root, "test")
     with pytest.raises(ValueError, match="'val' split only"):
         read_imagenet(xml_root, "train", annotations=xml_root / "val")
+
+
+def test_val_box_entirely_outside_its_image_names_its_annotation(xml_root):
+    stem, size, objects = VAL[0]
+    xml = xml_root / "val" / f"{stem}.xml"
+    xml.write_text(xml_text(size, [(objects[0][0], (size[0] + 5, 1, size[0] + 9, 3))]))
+    with pytest.raises(AnnotationError, match=re.escape(f"{xml}: box [") + ".*lies entirely outside its"):
+        read_imagenet(xml_root, "val")

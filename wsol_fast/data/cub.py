@@ -15,7 +15,8 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .records import AnnotationError, ImageReadError, WSOLSplit, annotation_error, numbered_lines
+from .records import (AnnotationError, ImageReadError, WSOLSplit, annotation_error, check_boxes_in_images,
+                      numbered_lines)
 
 SPLITS = ("train", "test")
 
@@ -125,6 +126,11 @@ def _parse_box(values: list[str], fail: Callable[[str], AnnotationError]) -> np.
     return np.array([[x, y, x + w, y + h]], dtype=np.float32)
 
 
+def _line_of(path: Path, image_id: int) -> int:
+    """The line of ``path`` (an ``id ...`` file) that holds ``image_id`` (for error messages)."""
+    return next(lineno for lineno, line in numbered_lines(path) if line.split()[0] == str(image_id))
+
+
 def read_image_size(path: Path) -> tuple[int, int]:
     """``(width, height)`` of an image from its header (no full decode)."""
     if not path.is_file():
@@ -177,6 +183,9 @@ def read_cub(root: str | Path, split: str, skip_bad_images: bool = False) -> WSO
         [root / "images" / images[i][0] for i in listed], skip_bad_images,
         [f"image id {i}, {root / 'images.txt'}:{images[i][1]}" for i in listed])
     selected = [listed[k] for k in kept]
+    box_file = root / "bounding_boxes.txt"
+    check_boxes_in_images([boxes[i] for i in selected], sizes,
+                          lambda k: f"{box_file}:{_line_of(box_file, selected[k])} (image id {selected[k]})")
     return WSOLSplit(
         root=root,
         image_paths=[root / "images" / images[i][0] for i in selected],

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .cub import read_image_sizes
-from .records import AnnotationError, WSOLSplit, annotation_error, numbered_lines
+from .records import AnnotationError, WSOLSplit, annotation_error, check_boxes_in_images, numbered_lines
 
 SPLITS = ("train", "val")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
@@ -275,6 +275,8 @@ def _read_val(root: Path, annotations: Path | None, skip_bad_images: bool) -> WS
     for k, size in zip(kept, header_sizes):
         sizes[unknown[k]] = size
     keep = [i for i, size in enumerate(sizes) if size is not None]
+    check_boxes_in_images([records[i].boxes for i in keep], [sizes[i] for i in keep],
+                          lambda k: by_stem[paths[keep[k]].stem][1])
     return WSOLSplit(
         root=root,
         image_paths=[paths[i] for i in keep],

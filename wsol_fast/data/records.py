@@ -1,7 +1,8 @@
 """The in-memory record of one dataset split, and the errors the data readers raise."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,26 @@ class ImageReadError(OSError):
 def annotation_error(path: Path, lineno: int, what: str, line: str) -> AnnotationError:
     """The error for line ``lineno`` (1-based) of ``path`` saying ``what`` is wrong with it."""
     return AnnotationError(f"{path}:{lineno}: {what}: {line!r}")
+
+
+def check_boxes_in_images(boxes: list[np.ndarray], sizes, where: Callable[[int], str]) -> None:
+    """Refuse a ground-truth box lying entirely outside its image (no map could ever find it:
+    ``AnnotationError`` at ``where(i)``, its file and line); count the boxes that stick out in part
+    (the protocols clip them to the image, as the reference code does) in one warning. Images of
+    unknown size (<= 0) are not checked."""
+    partly = 0
+    for index, (image_boxes, (width, height)) in enumerate(zip(boxes, sizes)):
+        if width <= 0 or height <= 0 or not len(image_boxes):
+            continue
+        x0, y0, x1, y1 = image_boxes.T
+        outside = (x0 >= width) | (y0 >= height) | (x1 <= 0) | (y1 <= 0)
+        if outside.any():
+            box = [round(float(v), 2) for v in image_boxes[outside][0]]
+            raise AnnotationError(f"{where(index)}: box {box} lies entirely outside its {width}x{height} image")
+        partly += int(((x0 < 0) | (y0 < 0) | (x1 > width) | (y1 > height)).sum())
+    if partly:
+        warnings.warn(f"{partly} ground-truth box(es) extend beyond their image; the protocols clip them to it",
+                      RuntimeWarning, stacklevel=3)
 
 
 def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
