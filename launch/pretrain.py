@@ -3,7 +3,8 @@ it as a pytorch-ssd base net for ``train.py --pretrained`` (a stand-in for Image
 import argparse
 import sys
 
-from wsol_fast.cli import add_data_arguments, data_config, positive_float, positive_int
+from wsol_fast.argtypes import positive_float, positive_int
+from wsol_fast.cli import add_data_arguments, data_config
 from wsol_fast.config import TrainConfig
 from wsol_fast.engine.pretrain import pretrain_backbone
 from wsol_fast.engine.progress import console, print_error

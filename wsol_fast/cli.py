@@ -3,25 +3,13 @@ import argparse
 import os
 import sys
 
+from .argtypes import (fraction, learning_rate, map_class, non_negative_float, non_negative_int, normalization,
+                       positive_float, positive_int, threshold_step, unit_interval)
 from .config import DATASET_DEFAULTS, DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from .data.records import ImageReadError
 from .losses import BACKGROUND_RULES, DATASET_LOSS_WEIGHTS
 
 DATASETS = tuple(DATASET_DEFAULTS)
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +20,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image-size", type=positive_int, default=224, help="network input (crop) size")
     group.add_argument("--resize", type=positive_int, help="resize before cropping (default image-size*256/224)")
     group.add_argument("--batch-size", type=positive_int, help="default: per dataset (CUB 32, ImageNet 128)")
-    group.add_argument("--workers", type=int, default=2,
+    group.add_argument("--workers", type=non_negative_int, default=2,
                        help="data loader threads (DALI) or worker processes (torch)")
     group.add_argument("--loader", choices=("dali", "torch"), default="dali",
                        help="NVIDIA DALI (GPU decoding on CUDA runs, else CPU) or the torch DataLoader")
@@ -40,7 +28,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                        help="leave out (and count) missing, truncated or undecodable images instead of failing")
     group.add_argument("--train-crop", choices=("bas", "random-resized"), default="bas",
                        help="training augmentation: BAS resize + random crop + flip, or random resized crop")
-    group.add_argument("--val-fraction", type=float, default=0.0,
+    group.add_argument("--val-fraction", type=fraction, default=0.0,
                        help="fraction of each class's training images held out as the validation "
                             "split that evaluate.py --sweep chooses thresholds on")
     group.add_argument("--synthetic-classes", type=positive_int, default=10)
@@ -73,7 +61,7 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/<stage>/checkpoint.pt (and the DeepSpeed checkpoint it names), "
                              "mid-epoch included")
-    parser.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+    parser.add_argument("--checkpoint-every", type=non_negative_int, default=0, metavar="N",
                         help="also checkpoint every N optimizer steps (a fault loses at most N steps; 0: "
                              "at epoch ends only)")
     parser.add_argument("--seed", type=int, default=0)
@@ -95,15 +83,15 @@ def train_parser() -> argparse.ArgumentParser:
     model.add_argument("--pretrained", help="MobileNetV1 ImageNet weights (pytorch-ssd base net or timm mobilenetv1_100)")
     optim = parser.add_argument_group("optimization")
     optim.add_argument("--epochs", type=positive_int, help="default: per dataset and stage")
-    optim.add_argument("--lr", type=positive_float, default=0.001)
-    optim.add_argument("--milestones", type=int, nargs="*", help="epochs where lr is multiplied by 0.1")
-    optim.add_argument("--weight-decay", type=float, default=5e-4)
+    optim.add_argument("--lr", type=learning_rate, default=0.001)
+    optim.add_argument("--milestones", type=non_negative_int, nargs="*", help="epochs where lr is multiplied by 0.1")
+    optim.add_argument("--weight-decay", type=non_negative_float, default=5e-4)
     loss = parser.add_argument_group("loss")
-    loss.add_argument("--alpha", type=float, help="area weight (default per dataset, 1.5)")
-    loss.add_argument("--beta", type=float, help="foreground-guided CE weight (default per dataset, 0.5)")
+    loss.add_argument("--alpha", type=non_negative_float, help="area weight (default per dataset, 1.5)")
+    loss.add_argument("--beta", type=non_negative_float, help="foreground-guided CE weight (default per dataset, 0.5)")
     loss.add_argument("--bg-rule", choices=BACKGROUND_RULES, default="zero-ge",
                       help="r where S_bg >= S: zero-ge (CVPR CUB), zero-gt (CVPR ImageNet), one-ge (journal)")
-    loss.add_argument("--lam", type=float, default=1.0, help="late-stage mean-map L1 weight")
+    loss.add_argument("--lam", type=non_negative_float, default=1.0, help="late-stage mean-map L1 weight")
     return parser
 
 
@@ -129,8 +117,6 @@ def train_main(argv: list[str] | None = None) -> int:
     args = train_parser().parse_args(argv)
     if args.method == "cam" and args.stage == "late":
         raise SystemExit("error: the CAM baseline has no late stage")
-    if args.checkpoint_every < 0:
-        raise SystemExit(f"error: --checkpoint-every must be >= 0, got {args.checkpoint_every}")
     from .engine import distributed
     from .engine.progress import print_error
     from .engine.run import run_training
@@ -161,13 +147,16 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--method", choices=("bas", "cam"), help="localization map (default: as trained)")
     parser.add_argument("--protocol", choices=("bas", "maxboxacc", "both"), default="bas")
-    parser.add_argument("--norm", help="minmax | max | percentile:P | pas[:P] | ivr:P (default: saved "
-                                       "with the checkpoint by --sweep, else minmax)")
-    parser.add_argument("--threshold", type=float, help="fixed threshold of the BAS protocol (default: "
-                                                        "saved by --sweep, else per method and dataset)")
-    parser.add_argument("--cam", default="gt", help="class whose map localizes: gt | top1 | topk:K | all")
+    parser.add_argument("--norm", type=normalization,
+                        help="minmax | max | percentile:P | pas[:P] | ivr:P (default: saved with the checkpoint "
+                             "by --sweep, else minmax)")
+    parser.add_argument("--threshold", type=unit_interval,
+                        help="fixed threshold of the BAS protocol (default: saved by --sweep, else per method "
+                             "and dataset)")
+    parser.add_argument("--cam", type=map_class, default="gt",
+                        help="class whose map localizes: gt | top1 | topk:K | all")
     parser.add_argument("--ten-crop", action="store_true", help="ten-crop classification (BAS protocol)")
-    parser.add_argument("--step", type=float, default=0.01, help="MaxBoxAcc threshold spacing (0.01 or 0.001)")
+    parser.add_argument("--step", type=threshold_step, default=0.01, help="MaxBoxAcc threshold spacing (0.01 or 0.001)")
     parser.add_argument("--sweep", action="store_true",
                         help="choose the threshold (and, without --norm, the normalization) by GT-known "
                              "on the validation split, save the choice with the checkpoint, then evaluate")
@@ -187,7 +176,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     data.add_argument("--image-size", type=positive_int)
     data.add_argument("--resize", type=positive_int)
     data.add_argument("--batch-size", type=positive_int)
-    data.add_argument("--workers", type=int)
+    data.add_argument("--workers", type=non_negative_int)
     data.add_argument("--loader", choices=("dali", "torch"), help="NVIDIA DALI or the torch DataLoader")
     data.add_argument("--skip-bad-images", action="store_true", default=None,
                       help="leave out (and count) unreadable images instead of failing")

@@ -28,7 +28,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from . import metrics
-from .cli import DEFAULT_THRESHOLDS, positive_int
+from .argtypes import map_class, non_negative_int, normalization, positive_int, unit_interval
+from .cli import DEFAULT_THRESHOLDS
 from .config import TrainConfig
 from .data import ImageReadError, load_rgb, resize_boxes, resize_only_transform
 from .data.imagenet import parse_box
@@ -341,17 +342,19 @@ def localize_parser() -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--norm", help="minmax | max | percentile:P | pas[:P] | ivr:P (default: saved with "
-                                       "the checkpoint by evaluate.py --sweep, else minmax)")
-    parser.add_argument("--threshold", type=float, help="box threshold on the normalized map (default: saved "
-                                                        "by --sweep, else per method and dataset)")
-    parser.add_argument("--map-class", default="top1", help="map of: top1 | topk:K (mean) | all (mean)")
+    parser.add_argument("--norm", type=normalization,
+                        help="minmax | max | percentile:P | pas[:P] | ivr:P (default: saved with the checkpoint "
+                             "by evaluate.py --sweep, else minmax)")
+    parser.add_argument("--threshold", type=unit_interval,
+                        help="box threshold on the normalized map (default: saved by --sweep, else per method "
+                             "and dataset)")
+    parser.add_argument("--map-class", type=map_class, default="top1", help="map of: top1 | topk:K (mean) | all (mean)")
     parser.add_argument("--annotations", help="ground-truth boxes to draw: lines 'image x0 y0 x1 y1' or "
                                               "'image,x0,y0,x1,y1' (image: path relative to a PATH folder, or "
                                               "to this file's folder), original pixels")
     parser.add_argument("--class-names", help="class names, one a line (default: the training set's classes.txt)")
     parser.add_argument("--batch-size", type=positive_int, default=32)
-    parser.add_argument("--workers", type=int, default=2, help="image decoding processes (0: in this one)")
+    parser.add_argument("--workers", type=non_negative_int, default=2, help="image decoding processes (0: in this one)")
     parser.add_argument("--overlay-max-side", type=positive_int, default=1024,
                         help="overlay PNGs keep the image's size up to this longer side")
     parser.add_argument("--device", type=_device, default="cpu")
