@@ -226,3 +226,16 @@ def test_console_script_routes_commands(tmp_path, tiny_synthetic_root, images, c
     assert main(["--help"]) == 0 and "train,evaluate,localize" in capsys.readouterr().out
     assert main([]) == 2 and main(["fly"]) == 2
     assert "unknown command 'fly'" in capsys.readouterr().err
+
+
+def test_link_loops_and_dangling_links_are_listed_as_skipped(tmp_path, tiny_synthetic_root):
+    checkpoint = write_checkpoint(tmp_path / "ck.pt", tiny_synthetic_root)
+    folder = tmp_path / "links"
+    folder.mkdir()
+    (folder / "loop_a.jpg").symlink_to(folder / "loop_b.jpg")
+    (folder / "loop_b.jpg").symlink_to(folder / "loop_a.jpg")
+    (folder / "dangling.png").symlink_to(folder / "gone.png")
+    assert run_localize(checkpoint, [folder], tmp_path / "out") == 1
+    result = json.loads((tmp_path / "out/localizations.json").read_text())
+    assert [s["path"] for s in result["skipped"]] == [str(folder / name) for name in
+                                                      ("dangling.png", "loop_a.jpg", "loop_b.jpg")]

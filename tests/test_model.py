@@ -1,6 +1,7 @@
 """MobileNetBAS: shapes, parameter count, gradient routing of the background branch, BN
 statistics, the label-gathered generator, and pretrained-weight loading."""
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -173,3 +174,16 @@ def test_triton_path_matches_reference_end_to_end(monkeypatch):
     assert ref_grads.keys() == tri_grads.keys()
     for name in ref_grads:
         torch.testing.assert_close(tri_grads[name], ref_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_pretrained_file_that_would_run_code_is_refused_by_name(tmp_path):
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"features.0.0.weight": Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match=f"refused to load checkpoint {tmp_path / 'evil.pth'}"):
+        load_pretrained_backbone(MobileNetBAS(3).features, tmp_path / "evil.pth")
+    assert not marker.exists()

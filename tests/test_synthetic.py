@@ -1,5 +1,7 @@
 """Synthetic WSOL dataset: determinism, marker handling, exact boxes and a real WSOL problem."""
 import colorsys
+import os
+import stat
 import json
 from dataclasses import asdict, replace
 
@@ -242,3 +244,13 @@ def test_is_stale_tells_an_older_or_other_dataset(tmp_path, tiny_synthetic_spec)
     payload = json.loads(marker.read_text())
     marker.write_text(json.dumps({**payload, "generator_version": payload["generator_version"] - 1}))
     assert is_stale(root, small)
+
+
+def test_generated_folders_follow_the_umask(tmp_path, tiny_synthetic_spec):
+    previous = os.umask(0o022)
+    try:
+        root = generate_synthetic(tmp_path / "shared", tiny_synthetic_spec)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(root.stat().st_mode) == 0o755, "others can read the data (mkdtemp made it 0700)"
+    assert stat.S_IMODE((root / "classes.txt").stat().st_mode) == 0o644

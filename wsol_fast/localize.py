@@ -18,6 +18,7 @@ image was localized, 1 when none was or the input is bad, 2 for unusable argumen
 import argparse
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,19 +126,21 @@ class ImageEntry:
 
 def find_images(paths) -> list[ImageEntry]:
     """Images named by ``paths``: files as given, folders searched recursively for
-    ``IMAGE_EXTENSIONS`` (sorted); duplicates dropped. A path that does not exist raises."""
+    ``IMAGE_EXTENSIONS`` (sorted; dangling links and link loops included, so that they are
+    reported as skipped); duplicates dropped. A path that does not exist raises."""
     entries, seen = [], set()
     for argument in map(Path, paths):
         if argument.is_dir():
             found = [(p, p.relative_to(argument).as_posix()) for p in sorted(argument.rglob("*"))
-                     if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+                     if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or p.is_symlink())]
         elif argument.is_file():
             found = [(argument, argument.name)]
         else:
             raise FileNotFoundError(f"no such image or folder: {argument}")
         for path, key in found:
-            if path.resolve() not in seen:
-                seen.add(path.resolve())
+            target = os.path.realpath(path)  # unlike Path.resolve, never raises on a link loop
+            if target not in seen:
+                seen.add(target)
                 entries.append(ImageEntry(path, key))
     return entries
 

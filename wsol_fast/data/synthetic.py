@@ -422,6 +422,13 @@ def is_stale(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> bool:
     return False
 
 
+def _current_umask() -> int:
+    """This process's file-mode creation mask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def generate_synthetic(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
     """Generate the dataset described by ``spec`` at ``root`` (CUB layout) and return ``root``.
 
@@ -442,6 +449,7 @@ def generate_synthetic(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) 
         )
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+    staging.chmod(0o777 & ~_current_umask())  # mkdtemp makes it 0700: others could not read the data
     try:
         _write_dataset(staging, spec)
         (staging / MARKER_NAME).write_text(json.dumps(_marker_payload(spec), indent=2) + "\n", encoding="utf-8")

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoint import load_checkpoint
+
 _CLASSIFIER_KEYS = re.compile(r"^(fc|classifier|head)\.")
 _TIMM_BLOCK = re.compile(r"^blocks\.(\d+)\.(\d+)\.(conv_dw|bn1|conv_pw|bn2)\.(.+)$")
 _TIMM_LAYER_INDEX = {"conv_dw": 0, "bn1": 1, "conv_pw": 3, "bn2": 4}
@@ -63,7 +65,7 @@ def load_pretrained_backbone(features: nn.Sequential, path: str | Path) -> str:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights not found: {path}")
-    state = _backbone_tensors(_unwrap(torch.load(path, map_location="cpu", weights_only=True), path))
+    state = _backbone_tensors(_unwrap(load_checkpoint(path), path))
     targets = {k: v for k, v in features.state_dict().items() if not k.endswith("num_batches_tracked")}
     if "conv_stem.weight" in state:
         source, kind = _timm_to_features(state, path), "timm"
