@@ -68,6 +68,9 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto",
                         help="auto (DeepSpeed's accelerator: cuda:LOCAL_RANK, else cpu), cpu or cuda[:N]")
     parser.add_argument("--log-every", type=positive_int, default=20, help="steps between loss read-backs")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="bit-identical runs on GPUs too: deterministic cuDNN, cuBLAS and PyTorch ops, no "
+                             "float atomics (slower; CPU runs are reproducible without it)")
     add_data_arguments(parser)
     distributed = parser.add_argument_group("distributed (run under `deepspeed launch/train.py ...`)")
     distributed.add_argument("--grad-accum", type=positive_int, default=1,
@@ -109,7 +112,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
                           grad_accum=args.grad_accum),
         run=RunConfig(stage=args.stage, out=args.out, seed=args.seed, device=args.device, init=args.init,
                       log_every=args.log_every, deepspeed_config=args.deepspeed_config, sync_bn=args.sync_bn,
-                      checkpoint_every=args.checkpoint_every),
+                      checkpoint_every=args.checkpoint_every, deterministic=args.deterministic),
     )
 
 

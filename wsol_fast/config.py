@@ -77,6 +77,7 @@ class RunConfig:
     deepspeed_config: str | None = None  # DeepSpeed JSON (launch/configs/); None: fp32, no ZeRO
     sync_bn: bool = False  # BatchNorm statistics over the global batch (all ranks)
     checkpoint_every: int = 0  # optimizer steps between mid-epoch checkpoints (0: epoch ends only)
+    deterministic: bool = False  # deterministic algorithms on GPUs too (engine/determinism.py)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from ..models import MobileNetBAS, load_pretrained_backbone
 from ..models.health import model_problem
 from . import distributed
 from .progress import console, make_progress, print_warning
+from .determinism import use_deterministic_algorithms
 from .run_lock import run_folder_lock
 from .trainer import CHECKPOINT_NAME, Trainer, run_name, seed_everything
 
@@ -127,6 +128,8 @@ def _train(cfg: TrainConfig, resume: bool) -> Trainer:
         saved.run.checkpoint_every = cfg.run.checkpoint_every
         cfg = saved
     seed_everything(cfg.run.seed)
+    if cfg.run.deterministic:
+        use_deterministic_algorithms()
     with distributed.main_first():  # a synthetic set is generated once, by rank 0
         train_split = load_data_split(cfg, "train")
     if train_split.skipped and distributed.is_main():

@@ -56,8 +56,9 @@ def guided_score(class_maps: torch.Tensor, pooled_fg: torch.Tensor) -> torch.Ten
 
 def accumulate_class_sums(sums: torch.Tensor, counts: torch.Tensor, maps: torch.Tensor,
                           labels: torch.Tensor) -> None:
-    """In place: ``sums[labels[i]] += maps[i]``, ``counts[labels[i]] += 1``."""
-    if _use_triton(maps):
+    """In place: ``sums[labels[i]] += maps[i]``, ``counts[labels[i]] += 1``. Deterministic
+    algorithms (``--deterministic``) take the reference: the kernel adds floats with atomics."""
+    if _use_triton(maps) and not torch.are_deterministic_algorithms_enabled():
         return _kernels().accumulate_class_sums(sums, counts, maps, labels)
     return reference.accumulate_class_sums(sums, counts, maps, labels)
 
