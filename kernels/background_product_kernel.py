@@ -61,9 +61,9 @@ class BackgroundProduct(torch.autograd.Function):
     def forward(ctx, x4: torch.Tensor, fg: torch.Tensor):
         batch, channels, height, width = x4.shape
         pixels = height * width
-        x = x4.detach().flatten(2)  # a view for contiguous and channels-last layouts
-        out = torch.empty_like(x4)
-        out_flat = out.flatten(2)
+        x = x4.detach().flatten(2)  # a view for contiguous and channels-last layouts, else a copy
+        out_flat = torch.empty_like(x)  # x's layout: the (B, K, H, W) view below never copies
+        out = out_flat.view(x4.shape)
         block_k, block_s = tile_shape(channels, pixels, x.stride(1), x.stride(2))
         grid = (triton.cdiv(pixels, block_s), triton.cdiv(channels, block_k), batch)
         _forward_kernel[grid](x, fg.detach().contiguous(), out_flat, channels, pixels,
@@ -90,7 +90,8 @@ class BackgroundProduct(torch.autograd.Function):
 
 def background_product(x4: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
     """``detach(x4) * (1 - fg)``: x4 (B, K, H, W), fg (B, 1, H, W) -> (B, K, H, W) in x4's
-    dtype and memory layout; the gradient reaches fg only."""
+    dtype and memory layout (contiguous or channels-last; other layouts give a contiguous
+    result); the gradient reaches fg only."""
     check_launchable("x4", x4)
     check_launchable("fg", fg)
     check_same_device(x4=x4, fg=fg)

@@ -93,8 +93,8 @@ class GuidedScore(torch.autograd.Function):
         batch, classes, height, width = class_maps.shape
         pixels = height * width
         maps = class_maps.flatten(2)
-        grad_maps = torch.empty_like(class_maps) if needs_grad_maps else None
-        grad_maps_flat = grad_maps.flatten(2) if needs_grad_maps else maps
+        grad_maps_flat = torch.empty_like(maps) if needs_grad_maps else maps  # maps' layout: views never copy
+        grad_maps = grad_maps_flat.view(class_maps.shape) if needs_grad_maps else None
         grad_pooled = torch.empty_like(pooled) if needs_grad_pooled else None
         block_c, block_s = tile_shape(classes, pixels, maps.stride(1), maps.stride(2))
         grid = (triton.cdiv(pixels, block_s), batch)

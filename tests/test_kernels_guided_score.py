@@ -15,7 +15,9 @@ TOLERANCES = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.bfloat16: dict(rt
 SHAPES = [(3, 5, 5, 5), (2, 70, 3, 7), (2, 3, 14, 14), (1, 1, 1, 1)]
 # (class_maps dtype, pooled dtype)
 DTYPES = [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32)]
-LAYOUTS = ["contiguous", "channels_last", "channel_slice"]
+# channel_slice: every other channel; hw_transposed: dense, but h and w cannot be flattened into
+# one dimension without a copy; batch_expanded: one sample broadcast over the batch (stride 0).
+LAYOUTS = ["contiguous", "channels_last", "channel_slice", "hw_transposed", "batch_expanded"]
 
 
 def _inputs(shape, maps_dtype, pooled_dtype, layout):
@@ -23,6 +25,10 @@ def _inputs(shape, maps_dtype, pooled_dtype, layout):
     batch, classes, height, width = shape
     if layout == "channel_slice":
         maps = torch.randn(batch, 2 * classes, height, width, device=DEVICE, generator=generator)[:, 1::2]
+    elif layout == "hw_transposed":
+        maps = torch.randn(batch, classes, width, height, device=DEVICE, generator=generator).transpose(2, 3)
+    elif layout == "batch_expanded":
+        maps = torch.randn(1, classes, height, width, device=DEVICE, generator=generator).expand(shape)
     else:
         maps = torch.randn(shape, device=DEVICE, generator=generator)
         if layout == "channels_last":
