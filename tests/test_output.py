@@ -54,19 +54,23 @@ def test_error_text_is_printed_literally_in_one_line(capsys):
     assert capsys.readouterr().out == f"error: {message}\n"
 
 
-def test_plain_progress_prints_news_and_completion_only():
+def test_plain_progress_prints_news_and_completion_once():
     stream = io.StringIO()
     with progress.PlainProgress(stream) as bars:
         task = bars.add_task("class-mean maps", total=10, info="", unit="images")
         bars.advance(task, 4)  # no news: silent
         bars.update(task, info="12.5 img/s")
-        bars.advance(task, 6)  # completes
+        bars.advance(task, 6)  # completes: its line waits for news that may follow
         bars.advance(task, 0)  # already complete: silent
+        epoch = bars.add_task("pretrain epoch 1/1", total=2, info="", unit="step")  # the maps' line is due
+        bars.advance(epoch, 2)
+        bars.update(epoch, info="loss=1.0")  # the epoch's record comes after its last step: one line
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 3, lines
     assert lines[0].startswith("class-mean maps images 4/10 12.5 img/s elapsed 0:00:00 ETA ")
     assert lines[1].startswith("class-mean maps images 10/10 12.5 img/s elapsed ")
     assert lines[1].endswith("ETA 0:00:00")
+    assert lines[2].startswith("pretrain epoch 1/1 step 2/2 loss=1.0 elapsed ")
 
 
 def test_results_table_keeps_a_long_title_on_one_line():

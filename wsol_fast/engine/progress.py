@@ -48,7 +48,8 @@ def print_warning(message: object) -> None:
 class PlainProgress:
     """The calls of rich's ``Progress`` used here, as plain lines for a non-terminal:
     ``description unit completed/total info elapsed ETA``, printed when an update brings ``info``,
-    when a task completes, and at least every ``PLAIN_PROGRESS_SECONDS`` while it runs."""
+    at least every ``PLAIN_PROGRESS_SECONDS`` while a task runs, and once when it completes (the
+    completion line waits for an ``info`` update that may follow, until the next task or the end)."""
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
@@ -58,13 +59,22 @@ class PlainProgress:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._print_finished()
         self.stream.flush()
 
     def add_task(self, description: str, total: int, completed: int = 0, info: str = "", unit: str = "") -> int:
+        self._print_finished()
         now = time.perf_counter()
         self.tasks.append(dict(description=description, total=total, completed=completed, start=completed,
-                               info=info, unit=unit, started=now, printed=now))
+                               info=info, unit=unit, started=now, printed=now, finished=False))
         return len(self.tasks) - 1
+
+    def _print_finished(self) -> None:
+        """The completion lines still owed."""
+        for task in self.tasks:
+            if task["finished"]:
+                task["finished"] = False
+                self._print(task, time.perf_counter())
 
     def advance(self, task_id: int, advance: float = 1) -> None:
         self.update(task_id, advance=advance)
@@ -79,10 +89,15 @@ class PlainProgress:
             task["completed"] += advance
         if info is not None:
             task["info"] = info
-        done = task["completed"] >= task["total"] and not was_done
-        if info or done or now - task["printed"] >= PLAIN_PROGRESS_SECONDS:
-            task["printed"] = now
-            print(self.line(task, now), file=self.stream, flush=True)
+        if task["completed"] >= task["total"] and not was_done:
+            task["finished"] = True  # owed a line, unless this or a later update brings info
+        if info or (not task["finished"] and now - task["printed"] >= PLAIN_PROGRESS_SECONDS):
+            task["finished"] = False
+            self._print(task, now)
+
+    def _print(self, task: dict, now: float) -> None:
+        task["printed"] = now
+        print(self.line(task, now), file=self.stream, flush=True)
 
     @staticmethod
     def line(task: dict, now: float) -> str:
