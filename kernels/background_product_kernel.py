@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .utils import check_launchable, check_same_device, check_shape, num_warps, tile_shape
+from .utils import check_launchable, check_same_device, check_shape, num_warps, on_device, tile_shape
 
 
 @triton.jit
@@ -66,9 +66,10 @@ class BackgroundProduct(torch.autograd.Function):
         out = out_flat.view(x4.shape)
         block_k, block_s = tile_shape(channels, pixels, x.stride(1), x.stride(2))
         grid = (triton.cdiv(pixels, block_s), triton.cdiv(channels, block_k), batch)
-        _forward_kernel[grid](x, fg.detach().contiguous(), out_flat, channels, pixels,
-                              *x.stride(), *out_flat.stride(),
-                              BLOCK_K=block_k, BLOCK_S=block_s, num_warps=num_warps(block_k * block_s))
+        with on_device(x):
+            _forward_kernel[grid](x, fg.detach().contiguous(), out_flat, channels, pixels,
+                                  *x.stride(), *out_flat.stride(),
+                                  BLOCK_K=block_k, BLOCK_S=block_s, num_warps=num_warps(block_k * block_s))
         ctx.save_for_backward(x)
         ctx.fg_shape, ctx.fg_dtype = fg.shape, fg.dtype
         return out
@@ -83,8 +84,9 @@ class BackgroundProduct(torch.autograd.Function):
         grad_fg = torch.empty(ctx.fg_shape, dtype=ctx.fg_dtype, device=x.device)
         block_k, block_s = tile_shape(channels, pixels, x.stride(1), x.stride(2))
         grid = (triton.cdiv(pixels, block_s), batch)
-        _backward_kernel[grid](grad, x, grad_fg, channels, pixels, *grad.stride(), *x.stride(),
-                               BLOCK_K=block_k, BLOCK_S=block_s, num_warps=num_warps(block_k * block_s))
+        with on_device(x):
+            _backward_kernel[grid](grad, x, grad_fg, channels, pixels, *grad.stride(), *x.stride(),
+                                   BLOCK_K=block_k, BLOCK_S=block_s, num_warps=num_warps(block_k * block_s))
         return None, grad_fg
 
 

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .utils import check_labels, check_launchable, check_same_device, check_shape, num_warps
+from .utils import check_labels, check_launchable, check_same_device, check_shape, num_warps, on_device
 
 _COUNT_DTYPES = (torch.int32, torch.int64, torch.float32, torch.float64)
 
@@ -51,5 +51,6 @@ def accumulate_class_sums(sums: torch.Tensor, counts: torch.Tensor, maps: torch.
         return
     pixels = height * width
     block = min(1024, triton.next_power_of_2(pixels))
-    _scatter_kernel[(triton.cdiv(pixels, block), batch)](
-        maps.detach().contiguous(), labels, sums, counts, pixels, BLOCK=block, num_warps=num_warps(block))
+    with on_device(maps):
+        _scatter_kernel[(triton.cdiv(pixels, block), batch)](
+            maps.detach().contiguous(), labels, sums, counts, pixels, BLOCK=block, num_warps=num_warps(block))

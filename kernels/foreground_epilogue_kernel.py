@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .utils import check_launchable, check_shape, num_warps
+from .utils import check_launchable, check_shape, num_warps, on_device
 
 
 @triton.jit
@@ -87,8 +87,9 @@ class ForegroundEpilogue(torch.autograd.Function):
         area = logits.new_empty(batch)
         pooled = logits.new_empty(batch, 1, height // 2, width // 2)
         block_p, warps = _launch_config(height, width)
-        _forward_kernel[(batch,)](logits, fg, area, pooled, width, height * width,
-                                  height * width // 4, BLOCK_P=block_p, num_warps=warps)
+        with on_device(logits):
+            _forward_kernel[(batch,)](logits, fg, area, pooled, width, height * width,
+                                      height * width // 4, BLOCK_P=block_p, num_warps=warps)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(logits)
         return fg, area, pooled
@@ -101,14 +102,15 @@ class ForegroundEpilogue(torch.autograd.Function):
         batch, _, height, width = logits.shape
         grad_logits = torch.empty_like(logits)
         block_p, warps = _launch_config(height, width)
-        _backward_kernel[(batch,)](
-            logits,
-            grad_fg.contiguous() if grad_fg is not None else logits,
-            grad_area.contiguous() if grad_area is not None else logits,
-            grad_pooled.contiguous() if grad_pooled is not None else logits,
-            grad_logits, width, height * width, height * width // 4,
-            HAS_GRAD_FG=grad_fg is not None, HAS_GRAD_AREA=grad_area is not None,
-            HAS_GRAD_POOLED=grad_pooled is not None, BLOCK_P=block_p, num_warps=warps)
+        with on_device(logits):
+            _backward_kernel[(batch,)](
+                logits,
+                grad_fg.contiguous() if grad_fg is not None else logits,
+                grad_area.contiguous() if grad_area is not None else logits,
+                grad_pooled.contiguous() if grad_pooled is not None else logits,
+                grad_logits, width, height * width, height * width // 4,
+                HAS_GRAD_FG=grad_fg is not None, HAS_GRAD_AREA=grad_area is not None,
+                HAS_GRAD_POOLED=grad_pooled is not None, BLOCK_P=block_p, num_warps=warps)
         return grad_logits
 
 

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .utils import check_launchable, check_same_device, check_shape, num_warps, tile_shape
+from .utils import check_launchable, check_same_device, check_shape, num_warps, on_device, tile_shape
 
 
 @triton.jit
@@ -79,8 +79,9 @@ class GuidedScore(torch.autograd.Function):
         score = torch.empty(batch, classes, dtype=torch.float32, device=class_maps.device)
         block_c, block_s = tile_shape(classes, pixels, maps.stride(1), maps.stride(2))
         grid = (triton.cdiv(classes, block_c), batch)
-        _forward_kernel[grid](maps, pooled, score, classes, pixels, *maps.stride(),
-                              BLOCK_C=block_c, BLOCK_S=block_s, num_warps=num_warps(block_c * block_s))
+        with on_device(maps):
+            _forward_kernel[grid](maps, pooled, score, classes, pixels, *maps.stride(),
+                                  BLOCK_C=block_c, BLOCK_S=block_s, num_warps=num_warps(block_c * block_s))
         ctx.save_for_backward(class_maps, pooled)
         return score
 
@@ -98,12 +99,13 @@ class GuidedScore(torch.autograd.Function):
         grad_pooled = torch.empty_like(pooled) if needs_grad_pooled else None
         block_c, block_s = tile_shape(classes, pixels, maps.stride(1), maps.stride(2))
         grid = (triton.cdiv(pixels, block_s), batch)
-        _backward_kernel[grid](
-            grad_score.float().contiguous(), maps, pooled, grad_maps_flat,
-            grad_pooled if needs_grad_pooled else pooled, classes, pixels,
-            *maps.stride(), *grad_maps_flat.stride(),
-            NEEDS_GRAD_MAPS=needs_grad_maps, NEEDS_GRAD_POOLED=needs_grad_pooled,
-            BLOCK_C=block_c, BLOCK_S=block_s, num_warps=num_warps(block_c * block_s))
+        with on_device(maps):
+            _backward_kernel[grid](
+                grad_score.float().contiguous(), maps, pooled, grad_maps_flat,
+                grad_pooled if needs_grad_pooled else pooled, classes, pixels,
+                *maps.stride(), *grad_maps_flat.stride(),
+                NEEDS_GRAD_MAPS=needs_grad_maps, NEEDS_GRAD_POOLED=needs_grad_pooled,
+                BLOCK_C=block_c, BLOCK_S=block_s, num_warps=num_warps(block_c * block_s))
         return grad_maps, grad_pooled
 
 

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .utils import check_labels, check_launchable, check_same_device, check_shape, num_warps
+from .utils import check_labels, check_launchable, check_same_device, check_shape, num_warps, on_device
 
 
 @triton.jit
@@ -62,8 +62,9 @@ class MeanMapL1(torch.autograd.Function):
         pixels = fg.numel() // batch
         share = torch.empty(batch, dtype=torch.float32, device=fg.device)
         block = _block(pixels)
-        _forward_kernel[(batch,)](fg, mean_maps, labels, share, pixels, fg.numel(),
-                                  BLOCK=block, num_warps=num_warps(block))
+        with on_device(fg):
+            _forward_kernel[(batch,)](fg, mean_maps, labels, share, pixels, fg.numel(),
+                                      BLOCK=block, num_warps=num_warps(block))
         ctx.save_for_backward(fg, mean_maps, labels)
         return share.sum()
 
@@ -76,8 +77,9 @@ class MeanMapL1(torch.autograd.Function):
         pixels = fg.numel() // batch
         grad_fg = torch.empty_like(fg)
         block = _block(pixels)
-        _backward_kernel[(batch,)](fg, mean_maps, labels, grad_loss.float().contiguous(), grad_fg,
-                                   pixels, fg.numel(), BLOCK=block, num_warps=num_warps(block))
+        with on_device(fg):
+            _backward_kernel[(batch,)](fg, mean_maps, labels, grad_loss.float().contiguous(), grad_fg,
+                                       pixels, fg.numel(), BLOCK=block, num_warps=num_warps(block))
         return grad_fg, None, None
 
 

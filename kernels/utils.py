@@ -1,4 +1,5 @@
-"""Launch helpers shared by the Triton kernels: input checks and block-size choices.
+"""Launch helpers shared by the Triton kernels: input checks, the launch device and block-size
+choices.
 
 ``INTERPRETER`` is read once, when this package is imported, which is also when ``@triton.jit``
 decides between compiled and interpreted kernels (``TRITON_INTERPRET=1``: kernels run on CPU
@@ -6,6 +7,8 @@ tensors through NumPy). Triton's own library functions (``tl.zeros``...) are dec
 ``triton.language`` is first imported, so the variable must be set before that, which any import
 of torchvision or ``torch._dynamo`` already does.
 """
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -30,6 +33,12 @@ def check_launchable(name: str, tensor: torch.Tensor) -> None:
         raise ValueError(
             f"{name} is on {tensor.device}: Triton kernels need CUDA tensors "
             "(or TRITON_INTERPRET=1 set before importing wsol_fast.kernels)")
+
+
+def on_device(tensor: torch.Tensor):
+    """The context every launch runs in: ``tensor``'s GPU as the current device. Triton launches
+    on the current device and stream, not the tensors' (on rank k, tensors live on cuda:k)."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
 
 
 def check_shape(name: str, tensor: torch.Tensor, expected: tuple) -> None:

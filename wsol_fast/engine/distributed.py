@@ -39,14 +39,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def select_local_device() -> None:
+    """On GPU hosts make ``cuda:LOCAL_RANK`` this process's current device, before anything
+    launches a kernel (DeepSpeed sets it only inside ``deepspeed.initialize``; the late stage's
+    mean-map pass runs before that)."""
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+
+
 def init_process_group() -> None:
-    """Join (or, alone, create) the process group through DeepSpeed; idempotent."""
+    """Join (or, alone, create) the process group through DeepSpeed, this rank's GPU selected
+    first; idempotent."""
     if dist.is_initialized():
         return
     if "WORLD_SIZE" not in os.environ:  # plain `python launch/train.py`: a world of one
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(free_port()))
+    select_local_device()
     deepspeed = deepspeed_module()
     from deepspeed.accelerator import get_accelerator
 
