@@ -3,7 +3,10 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# The extension's flavour follows the machine: with an NVIDIA GPU it must include the CUDA ops, so
+# a CPU-only build made elsewhere (a shared checkout) is rebuilt, and the other way round.
+FLAVOUR := $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+STAMP := $(VENV)/.installed-$(FLAVOUR)
 
 .PHONY: setup demo test cuda-check clean
 
@@ -12,6 +15,7 @@ setup: $(STAMP)
 $(STAMP): requirements.txt requirements-test.txt setup.py $(wildcard csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-test.txt
+	rm -f $(VENV)/.installed-* wsol_fast/_C*.so
 	$(PY) -m pip install -q --no-build-isolation --use-pep517 -e .
 	touch $(STAMP)
 
@@ -23,7 +27,7 @@ test: $(STAMP)
 
 # Compile the CUDA sources of the extension with nvcc (no GPU needed), so they cannot rot.
 cuda-check: $(STAMP)
-	FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="8.0;9.0" $(PY) setup.py -q build_ext \
+	FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="8.0;9.0+PTX" $(PY) setup.py -q build_ext \
 		--build-temp build/cuda-check/temp --build-lib build/cuda-check/lib
 
 clean:

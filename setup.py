@@ -3,7 +3,8 @@ evaluation extension ``wsol_fast._C`` from ``csrc/``.
 
 The C++ sources are always built. CUDA sources are added when torch is a CUDA build and a
 CUDA toolchain is found, or when ``FORCE_CUDA=1`` (e.g. to compile-check them on a host
-without a GPU; ``TORCH_CUDA_ARCH_LIST`` then defaults to ``8.0;9.0``).
+without a GPU). ``TORCH_CUDA_ARCH_LIST`` defaults to ``8.0;9.0+PTX``: A100 and H100/H200 code, plus
+PTX that newer GPUs compile at load (without it they get "no kernel image").
 """
 import glob
 import os
@@ -30,7 +31,7 @@ def _extension():
     # ATen's parallel_for is inline: without OpenMP here it would run every map on one thread.
     cxx_flags = ["-O3", "-std=c++20", "-fopenmp"]
     if _want_cuda() and cuda_sources:
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
         return CUDAExtension(
             "wsol_fast._C",
             cpp_sources + cuda_sources,
