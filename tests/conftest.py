@@ -16,6 +16,15 @@ from wsol_fast.data.synthetic import SyntheticSpec, generate_synthetic
 TINY_SYNTHETIC_SPEC = SyntheticSpec(num_classes=4, train_per_class=3, test_per_class=2, image_size=64, seed=0)
 
 
+@pytest.fixture(autouse=True)
+def default_algorithms():
+    """Every test starts with PyTorch's default (non-deterministic) algorithms, whatever a
+    ``--deterministic`` run in an earlier test switched on."""
+    yield
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.deterministic = torch.backends.cudnn.benchmark = False
+
+
 @pytest.fixture(scope="session")
 def tiny_synthetic_spec() -> SyntheticSpec:
     """4 classes x (3 train + 2 test) images of 64 px."""

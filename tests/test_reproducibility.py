@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from kernel_testing import EXACT_RUN_FLAGS
 
 from wsol_fast import kernels, ops
 from wsol_fast.checkpoint import load_checkpoint
@@ -57,19 +58,12 @@ def assert_same_run(first: Path, second: Path) -> None:
                                                pytest.param(2, "torch", marks=pytest.mark.skipif(
                                                    not DEEPSPEED.exists(), reason="no deepspeed launcher"))])
 def test_the_same_command_twice_gives_identical_checkpoints_and_logs(tmp_path, processes, loader):
-    first = train(tmp_path, "first", processes, "--loader", loader)
-    second = train(tmp_path, "second", processes, "--loader", loader)
+    first = train(tmp_path, "first", processes, "--loader", loader, *EXACT_RUN_FLAGS)
+    second = train(tmp_path, "second", processes, "--loader", loader, *EXACT_RUN_FLAGS)
     assert_same_run(first, second)
 
 
-@pytest.fixture
-def restore_algorithms():
-    yield
-    torch.use_deterministic_algorithms(False)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, False
-
-
-def test_deterministic_mode_runs_and_is_saved_with_the_run(tmp_path, restore_algorithms):
+def test_deterministic_mode_runs_and_is_saved_with_the_run(tmp_path):
     first = train(tmp_path, "first", 1, "--loader", "torch", "--deterministic")
     assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
     assert json.loads((first / "config.json").read_text())["run"]["deterministic"] is True

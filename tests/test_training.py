@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from kernel_testing import EXACT_RUN_FLAGS
 
 from wsol_fast import losses
 from wsol_fast.checkpoint import load_checkpoint
@@ -29,10 +30,10 @@ def test_a_few_steps_lower_the_loss(tmp_path):
     cfg.model.num_classes = split.num_classes
     from wsol_fast.data import WSOLDataset
     dataset = WSOLDataset(split, train=False, image_size=64, resize=73)
-    images = torch.stack([dataset[i][0] for i in range(8)])
-    labels = torch.tensor([dataset[i][1] for i in range(8)])
     torch.manual_seed(0)
     trainer = Trainer(cfg, MobileNetBAS(split.num_classes, 0.25), dataset)
+    images = torch.stack([dataset[i][0] for i in range(8)]).to(trainer.device)
+    labels = torch.tensor([dataset[i][1] for i in range(8)]).to(trainer.device)
     first = trainer.compute_loss(images, labels)[0].item()
     for _ in range(15):
         trainer.train_step(images, labels, EpochStats())
@@ -40,9 +41,9 @@ def test_a_few_steps_lower_the_loss(tmp_path):
 
 
 def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path):
-    straight = run_training(config(tmp_path / "a", "--epochs", "2"))
-    run_training(config(tmp_path / "b", "--epochs", "1"))
-    resumed = run_training(config(tmp_path / "b", "--epochs", "2"), resume=True)
+    straight = run_training(config(tmp_path / "a", "--epochs", "2", *EXACT_RUN_FLAGS))
+    run_training(config(tmp_path / "b", "--epochs", "1", *EXACT_RUN_FLAGS))
+    resumed = run_training(config(tmp_path / "b", "--epochs", "2", *EXACT_RUN_FLAGS), resume=True)
     assert resumed.epoch == 2
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
