@@ -13,6 +13,7 @@ from wsol_fast.data import (
     WSOLSplit,
     bas_boxes,
     build_loader,
+    make_loader,
     load_split,
     read_cub,
     resize_boxes,
@@ -172,3 +173,9 @@ def test_load_split_cub_and_errors(tmp_path, tiny_synthetic_root):
         load_split("synthetic", tmp_path / "unused", "val")
     assert not (tmp_path / "unused").exists()
     assert DATASETS == ("synthetic", "cub", "imagenet")
+
+
+@pytest.mark.parametrize("device, pinned", [("cpu", False), ("cuda", True), ("cuda:1", True)])
+def test_torch_loader_pins_batches_for_a_gpu(train_split, device, pinned):
+    dataset = WSOLDataset(train_split, train=False, image_size=32, resize=37)
+    assert make_loader(dataset, 4, loader="torch", workers=0, device=device).pin_memory is pinned

@@ -330,11 +330,14 @@ def collate_skipping(samples: list) -> tuple:
 
 class TorchLoader(SampleLoader):
     """The torch DataLoader path: ``workers`` processes, one DataLoader per epoch over
-    ``epoch_indices`` (skip mode: unreadable images dropped from their batch and counted)."""
+    ``epoch_indices`` (skip mode: unreadable images dropped from their batch and counted). For a
+    CUDA ``device`` batches come in pinned memory, so ``.to(device, non_blocking=True)`` overlaps."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, workers: int = 0, **options) -> None:
+    def __init__(self, dataset: Dataset, batch_size: int, workers: int = 0, device: str = "cpu",
+                 **options) -> None:
         super().__init__(dataset, batch_size, **options)
         self.workers = workers
+        self.pin_memory = torch.device(device).type == "cuda"
 
     def __str__(self) -> str:
         return f"torch DataLoader, {self.workers} worker processes"
@@ -343,6 +346,7 @@ class TorchLoader(SampleLoader):
         source = SkippingDataset(self.dataset) if self.skip_bad_images else self.dataset
         loader = DataLoader(source, batch_size=self.batch_size, sampler=self.epoch_indices().tolist(),
                             num_workers=self.workers, drop_last=self.drop_last, persistent_workers=False,
+                            pin_memory=self.pin_memory,
                             collate_fn=collate_skipping if self.skip_bad_images else None)
         for batch in loader:
             if self.skip_bad_images:
@@ -379,4 +383,4 @@ def make_loader(dataset: Dataset, batch_size: int, loader: str = "dali", shuffle
         warnings.warn(f"loader 'dali': NVIDIA DALI is not importable ({error}); loading with the torch "
                       "DataLoader instead (pip install nvidia-dali-cuda130, or pass --loader torch)",
                       RuntimeWarning, stacklevel=2)
-    return TorchLoader(dataset, batch_size, workers=workers, **options)
+    return TorchLoader(dataset, batch_size, workers=workers, device=device, **options)

@@ -39,7 +39,9 @@ def pretrain_backbone(train_split, out: str | Path, width_mult: float = 1.0, ima
             loader = build_loader(dataset, batch_size, shuffle=True, num_workers=workers, seed=seed,
                                   epoch=epoch, drop_last=True)
             task = progress.add_task(f"pretrain epoch {epoch + 1}/{epochs}", total=steps, info="", unit="step")
-            loss_sum, correct, start = torch.zeros(()), torch.zeros((), dtype=torch.int64), time.perf_counter()
+            # sums stay on the device (no host sync per step); read once at the epoch's end
+            loss_sum, correct = torch.zeros((), device=device), torch.zeros((), dtype=torch.int64, device=device)
+            start = time.perf_counter()
             for images, labels, _ in loader:
                 images, labels = images.to(device), labels.to(device)
                 logits = net(images)
@@ -48,8 +50,8 @@ def pretrain_backbone(train_split, out: str | Path, width_mult: float = 1.0, ima
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                loss_sum += loss.detach().cpu() * len(labels)
-                correct += (logits.argmax(1) == labels).sum().cpu()
+                loss_sum += loss.detach() * len(labels)
+                correct += (logits.argmax(1) == labels).sum()
                 progress.advance(task)
             images_seen = steps * batch_size
             record = {"run": "pretrain", "epoch": epoch + 1, "loss": float(loss_sum) / images_seen,

@@ -96,9 +96,10 @@ class EpochStats:
     def totals(self) -> dict:
         """``{term: sum, "correct", "images", "steps"}`` summed over all ranks (a collective)."""
         names = list(self.parts)  # insertion order: the same on every rank
-        values = torch.tensor([float(self.parts[n]) for n in names]
-                              + [float(self.correct), self.images, self.steps], dtype=torch.float64)
-        values = distributed.all_reduce_sum_(values.to(distributed.device())).cpu().tolist()
+        device = distributed.device()
+        sums = [torch.as_tensor(value, dtype=torch.float64, device=device).reshape(())
+                for value in [*(self.parts[n] for n in names), self.correct, self.images, self.steps]]
+        values = distributed.all_reduce_sum_(torch.stack(sums)).cpu().tolist()  # one copy to the host
         return {**dict(zip(names, values)), "correct": values[-3], "images": int(values[-2]),
                 "steps": int(values[-1])}
 
