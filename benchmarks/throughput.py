@@ -333,6 +333,11 @@ def matmul_peak_tflops(device: torch.device, precision: str) -> float:
 
 # -- driver ----------------------------------------------------------------------------------
 
+# Sizes for the flags not given, by device: the full measurement on a GPU; on a CPU a small model
+# that ends within about 3 minutes on 2 cores (the paper's sizes take hours there).
+SIZES = {"cuda": dict(batch_size=32, image_size=224, classes=200, width=1.0, steps=10, warmup=2, repeats=3),
+         "cpu": dict(batch_size=4, image_size=96, classes=20, width=0.25, steps=2, warmup=1, repeats=2)}
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -346,23 +351,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--synthetic-train-per-class", type=int, default=30)
     parser.add_argument("--phase", nargs="+", choices=PHASES, default=list(PHASES))
     parser.add_argument("--path", nargs="+", choices=PATHS, default=list(PATHS))
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--classes", type=int, default=200)
-    parser.add_argument("--width", type=float, default=1.0, help="MobileNet width multiplier")
+    sized = "default: by device, see SIZES"
+    parser.add_argument("--batch-size", type=int, help=sized)
+    parser.add_argument("--image-size", type=int, help=sized)
+    parser.add_argument("--classes", type=int, help=sized)
+    parser.add_argument("--width", type=float, help=f"MobileNet width multiplier ({sized})")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--loader", choices=("dali", "torch", "memory"), default="memory")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="loader workers/threads")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 avoids stalls on a loaded machine)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per turn")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per path before timing")
-    parser.add_argument("--repeats", type=int, default=3, help="turns per path (the fastest is kept)")
+    parser.add_argument("--steps", type=int, help=f"timed steps per turn ({sized})")
+    parser.add_argument("--warmup", type=int, help=f"untimed steps per path before timing ({sized})")
+    parser.add_argument("--repeats", type=int, help=f"turns per path, the fastest kept ({sized})")
     parser.add_argument("--channels-last", action="store_true", help="fused path: channels_last memory format")
     parser.add_argument("--compile", action="store_true", help="fused path: torch.compile of forward + loss")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/throughput.json"), help="JSON output path")
     args = parser.parse_args(argv)
+    chosen = {name: value for name, value in SIZES[args.device].items() if getattr(args, name) is None}
+    for name, value in chosen.items():
+        setattr(args, name, value)
+    if chosen and args.device == "cpu":
+        given = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in chosen.items())
+        print(f"on the CPU: small sizes chosen so that the run ends in minutes ({given}); for the paper's "
+              "sizes pass --batch-size 8 --image-size 224 --classes 200 --width 1.0 (hours on 2 cores)", flush=True)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     for name in ("batch_size", "image_size", "classes", "steps", "repeats"):
@@ -384,12 +397,14 @@ def measure_phase(phase: str, args, device: torch.device, model: MobileNetBAS) -
     turns = {path: [] for path in args.path}
     probes = {}
     for path, step in steps.items():
+        print(f"{phase}: {path} path, warm-up and probe", flush=True)
         with forced_ops(backends[path]):
             for _ in range(args.warmup):
                 run_steps(step, batches, 1, device)
             probes[path] = probe(step, batches, device)
-    for _ in range(args.repeats):
+    for turn in range(args.repeats):
         for path, step in steps.items():
+            print(f"{phase}: {path} path, turn {turn + 1}/{args.repeats}", flush=True)
             with forced_ops(backends[path]):
                 turns[path].append(run_steps(step, batches, args.steps, device))
     rows = []

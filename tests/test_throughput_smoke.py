@@ -37,3 +37,13 @@ def test_throughput_tiny_config(tmp_path):
     # The label-gathered generator and copy-free background branch do less arithmetic.
     assert rows["early", "fused"]["flops_per_image"] < rows["early", "baseline"]["flops_per_image"]
     assert rows["early", "baseline"]["vs_baseline"] == 1.0
+
+
+def test_sizes_follow_the_device_unless_given(capsys):
+    args = throughput.parse_args(["--device", "cpu", "--classes", "7"])
+    assert args.classes == 7
+    for name, value in throughput.SIZES["cpu"].items():
+        if name != "classes":
+            assert getattr(args, name) == value, name
+    assert "small sizes chosen" in capsys.readouterr().out
+    assert throughput.SIZES["cuda"]["classes"] == 200 and throughput.SIZES["cuda"]["width"] == 1.0
