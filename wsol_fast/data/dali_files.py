@@ -54,10 +54,6 @@ def image_kind(head: bytes) -> str | None:
     return kind
 
 
-def unsupported_problem(kind: str) -> str:
-    return f"{kind} image: the DALI loader cannot decode {kind} (use --loader torch, or convert the file)"
-
-
 def header_problem(path: Path, unsupported: tuple[str, ...] = ()) -> str | None:
     """``file_problem``, or an unknown leading signature or a format in ``unsupported`` (by the
     loader asking), or a JPEG/PNG without its end marker (a truncated file); None when the cheap
@@ -76,7 +72,7 @@ def header_problem(path: Path, unsupported: tuple[str, ...] = ()) -> str | None:
     if kind is None:
         return f"not an image (leading bytes {head[:4].hex()})"
     if kind in unsupported:
-        return unsupported_problem(kind)
+        return f"{kind} image: the DALI loader cannot decode {kind} (use --loader torch, or convert the file)"
     if kind in END_MARKERS and END_MARKERS[kind] not in tail:
         return f"truncated {kind} (no end marker)"
     return None

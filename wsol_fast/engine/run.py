@@ -14,8 +14,8 @@ from ..mean_maps import MeanMaps, class_mean_maps
 from ..models import MobileNetBAS, load_pretrained_backbone
 from ..models.health import model_problem
 from . import distributed
-from .progress import console, make_progress, print_warning
 from .determinism import use_deterministic_algorithms
+from .progress import console, make_progress, print_warning
 from .run_lock import run_folder_lock
 from .trainer import CHECKPOINT_NAME, Trainer, run_name, seed_everything
 
