@@ -7,6 +7,9 @@ from pathlib import Path
 import torch
 
 
+TEMPORARY_GLOB = ".*.tmp-*"  # the partial files of atomic_save (``.NAME.tmp-PID``) in a folder
+
+
 def atomic_save(obj, path: str | Path) -> Path:
     """``torch.save(obj)`` to ``path`` atomically; returns the path."""
     path = Path(path)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import TEMPORARY_GLOB
 from . import distributed
 from .progress import print_message
 
 LOCK_NAME = "run.lock"
-TEMPORARY_GLOB = ".*.tmp-*"  # checkpoint.atomic_save's partial files
 
 
 class RunFolderBusyError(OSError):
@@ -34,8 +34,8 @@ def run_folder_lock(folder: str | Path):
     if distributed.is_main():
         try:
             handle = _acquire(folder)
-        except RunFolderBusyError as busy:
-            error = busy
+        except OSError as failure:  # busy, or the folder cannot be made: every rank stops
+            error = failure
     refused = distributed.all_reduce_sum_(torch.tensor([float(error is not None)], device=distributed.device()))
     if refused.item():
         raise error or RunFolderBusyError(f"another run holds the lock of {folder} (see rank 0)")
