@@ -105,3 +105,18 @@ def test_truncated_deepspeed_file_is_named(zero_root, tmp_path, capsys, kind):
     out = capsys.readouterr().out
     assert f"error: cannot read checkpoint {path}: PytorchStreamReader failed" in out
     assert len(out.strip().splitlines()[-1]) < 400 and "Traceback" not in out
+
+
+def test_enums_are_saved_as_values_so_runs_of_any_python_resume(tmp_path, monkeypatch):
+    """Python 3.11.0-3.11.4 pickle an enum member as ``getattr(cls, name)``; DeepSpeed's ZeRO files
+    hold one (the stage), which no weights-only load may call."""
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from torch.serialization import get_unsafe_globals_in_checkpoint
+
+    monkeypatch.setattr(ZeroStageEnum, "__reduce_ex__", lambda self, protocol: (getattr, (type(self), self.name)))
+    run_training(train_config(train_parser().parse_args(tiny_args(tmp_path, "--epochs", "1"))))
+    path = deepspeed_file(tmp_path, "optimizer states")
+    assert "builtins.getattr" not in get_unsafe_globals_in_checkpoint(path)
+    assert torch.load(path, weights_only=False)["optimizer_state_dict"]["zero_stage"] == 1
+    assert run_training(train_config(train_parser().parse_args(tiny_args(tmp_path, "--epochs", "2"))),
+                        resume=True).epoch == 2

@@ -5,7 +5,10 @@ optimizer states) with ``weights_only=False``, so a run folder received from som
 code on ``--resume``. ``WeightsOnlyLoads`` wraps the engine's checkpoint engine: every file
 DeepSpeed reads goes through ``checkpoint.load_checkpoint`` (``weights_only=True``) with exactly
 the non-tensor classes DeepSpeed stores allowed, and an unreadable or refused file is named.
+It also saves enum members (ZeRO's stage) as their values: Python 3.11.0-3.11.4 pickle them as
+``getattr(cls, name)``, a call no weights-only load may make, so such files could not be resumed.
 """
+import enum
 import importlib
 
 from ..checkpoint import load_checkpoint
@@ -25,9 +28,24 @@ def deepspeed_safe_globals() -> list:
     return classes
 
 
+def plain_enums(obj):
+    """``obj`` with every enum member inside dicts, lists and tuples replaced by its value."""
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        copy = obj.copy()  # keeps the dict's type (OrderedDict, defaultdict)
+        for key, value in obj.items():
+            copy[key] = plain_enums(value)
+        return copy
+    if type(obj) in (list, tuple):  # not their subclasses (named tuples keep their fields)
+        return type(obj)(plain_enums(value) for value in obj)
+    return obj
+
+
 class WeightsOnlyLoads:
-    """A DeepSpeed checkpoint engine whose ``load`` reads with ``weights_only=True``; everything
-    else (saving, committing) is the wrapped engine's."""
+    """A DeepSpeed checkpoint engine whose ``load`` reads with ``weights_only=True`` and whose
+    ``save`` stores enum members as values; everything else (committing...) is the wrapped
+    engine's."""
 
     def __init__(self, engine):
         self.engine = engine
@@ -38,6 +56,9 @@ class WeightsOnlyLoads:
 
     def load(self, path: str, map_location=None):
         return load_checkpoint(path, map_location, self.safe_globals)
+
+    def save(self, state_dict, path: str):
+        return self.engine.save(plain_enums(state_dict), path)
 
 
 def load_weights_only(engine) -> None:
