@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from wsol_fast.checkpoint import load_checkpoint
 from wsol_fast.cli import evaluate_main, train_config, train_main, train_parser
+from wsol_fast.engine.deepspeed_files import deepspeed_safe_globals
 from wsol_fast.engine.run import run_training
 from wsol_fast.localize import localize_main
 from wsol_fast.mean_maps import MeanMaps
@@ -54,7 +56,7 @@ class Payload:
 
 def plant(path: Path, marker: Path) -> None:
     """Add a code-running object to the file at ``path``, keeping everything else in it."""
-    state = torch.load(path, map_location="cpu", weights_only=False)  # the test's own file
+    state = load_checkpoint(path, safe_globals=tuple(deepspeed_safe_globals()))
     state["extra"] = Payload(marker)
     torch.save(state, path)
 
@@ -117,6 +119,7 @@ def test_enums_are_saved_as_values_so_runs_of_any_python_resume(tmp_path, monkey
     run_training(train_config(train_parser().parse_args(tiny_args(tmp_path, "--epochs", "1"))))
     path = deepspeed_file(tmp_path, "optimizer states")
     assert "builtins.getattr" not in get_unsafe_globals_in_checkpoint(path)
-    assert torch.load(path, weights_only=False)["optimizer_state_dict"]["zero_stage"] == 1
+    state = load_checkpoint(path, safe_globals=tuple(deepspeed_safe_globals()))  # weights only
+    assert state["optimizer_state_dict"]["zero_stage"] == 1
     assert run_training(train_config(train_parser().parse_args(tiny_args(tmp_path, "--epochs", "2"))),
                         resume=True).epoch == 2
