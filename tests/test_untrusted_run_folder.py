@@ -56,7 +56,7 @@ class Payload:
 
 def plant(path: Path, marker: Path) -> None:
     """Add a code-running object to the file at ``path``, keeping everything else in it."""
-    state = load_checkpoint(path, safe_globals=tuple(deepspeed_safe_globals()))
+    state = load_checkpoint(path, safe_globals=deepspeed_safe_globals())
     state["extra"] = Payload(marker)
     torch.save(state, path)
 
@@ -119,7 +119,7 @@ def test_enums_are_saved_as_values_so_runs_of_any_python_resume(tmp_path, monkey
     run_training(train_config(train_parser().parse_args(tiny_args(tmp_path, "--epochs", "1"))))
     path = deepspeed_file(tmp_path, "optimizer states")
     assert "builtins.getattr" not in get_unsafe_globals_in_checkpoint(path)
-    state = load_checkpoint(path, safe_globals=tuple(deepspeed_safe_globals()))  # weights only
+    state = load_checkpoint(path, safe_globals=deepspeed_safe_globals())  # weights only
     assert state["optimizer_state_dict"]["zero_stage"] == 1
     assert run_training(train_config(train_parser().parse_args(tiny_args(tmp_path, "--epochs", "2"))),
                         resume=True).epoch == 2

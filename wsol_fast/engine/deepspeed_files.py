@@ -19,13 +19,13 @@ DEEPSPEED_CLASSES = ("deepspeed.utils.tensor_fragment.fragment_address",
                      "deepspeed.runtime.fp16.loss_scaler.LossScaler")
 
 
-def deepspeed_safe_globals() -> list:
+def deepspeed_safe_globals() -> tuple:
     """The classes of ``DEEPSPEED_CLASSES``, imported (DeepSpeed is imported already)."""
     classes = []
     for name in DEEPSPEED_CLASSES:
         module, _, attribute = name.rpartition(".")
         classes.append(getattr(importlib.import_module(module), attribute))
-    return classes
+    return tuple(classes)
 
 
 def plain_enums(obj):
@@ -49,7 +49,7 @@ class WeightsOnlyLoads:
 
     def __init__(self, engine):
         self.engine = engine
-        self.safe_globals = tuple(deepspeed_safe_globals())
+        self.safe_globals = deepspeed_safe_globals()
 
     def __getattr__(self, name: str):
         return getattr(self.engine, name)
@@ -62,6 +62,7 @@ class WeightsOnlyLoads:
 
 
 def load_weights_only(engine) -> None:
-    """Make a ``DeepSpeedEngine`` read its checkpoints with ``weights_only=True``."""
+    """Make a ``DeepSpeedEngine`` read its checkpoints with ``weights_only=True`` (and save enum
+    members as values, so that its files always load so)."""
     if not isinstance(engine.checkpoint_engine, WeightsOnlyLoads):
         engine.checkpoint_engine = WeightsOnlyLoads(engine.checkpoint_engine)
