@@ -10,7 +10,8 @@ Phases (``--phase``, several allowed):
   eval     evaluation (BAS protocol): forward, label's map resized to the input, percentile-max
            normalization (p = 99), largest-component box at one threshold.
 Paths (``--path``, several allowed; default all three):
-  fused     ``wsol_fast.engine.step.TrainStep``: ops dispatched (Triton kernels on CUDA, the
+  fused     ``wsol_fast.engine.step.TrainStep`` (the step ``launch/train.py`` runs, here driving
+            the model and SGD directly instead of a DeepSpeed engine): ops dispatched (Triton kernels on CUDA, the
             C++ extension for evaluation), plus ``--channels-last`` and ``--compile`` (training
             phases) when given.
   reference the same model and losses with ``WSOL_FAST_OPS=reference`` (plain PyTorch ops), NCHW,
@@ -74,7 +75,7 @@ from wsol_fast.data import SyntheticSpec, WSOLDataset, load_split, make_loader, 
 from wsol_fast.engine.evaluate import localization_maps  # noqa: E402
 from wsol_fast.engine.progress import console  # noqa: E402
 from wsol_fast.engine.optim import build_optimizer  # noqa: E402
-from wsol_fast.engine.step import StepOptions, TrainStep  # noqa: E402
+from wsol_fast.engine.step import PlainEngine, StepOptions, TrainStep  # noqa: E402
 from wsol_fast.models import MobileNetBAS  # noqa: E402
 from wsol_fast.ops import eval_reference  # noqa: E402
 from wsol_fast.ops import evaluation as eval_ops  # noqa: E402
@@ -166,8 +167,8 @@ def make_step(phase: str, path: str, model: MobileNetBAS, args, mean_maps: torch
                 yield "optimizer"
             return baseline_step
         options = StepOptions(stage=phase, precision=args.precision, channels_last=fused and args.channels_last,
-                              compile=fused and args.compile)
-        train_step = TrainStep(model, optimizer, options, mean_maps)
+                              compile="inductor" if fused and args.compile else None)
+        train_step = TrainStep(PlainEngine(model, optimizer), options, mean_maps)
 
         def project_step(images, labels, eager=False):
             forward_loss = train_step.forward_loss_eager if eager else train_step.forward_loss

@@ -19,7 +19,7 @@ from wsol_fast import losses, ops
 from wsol_fast.config import OptimConfig
 from wsol_fast.engine.evaluate import localization_maps
 from wsol_fast.engine.optim import build_optimizer
-from wsol_fast.engine.step import StepOptions, TrainStep
+from wsol_fast.engine.step import PlainEngine, StepOptions, TrainStep
 from wsol_fast.models import MobileNetBAS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -111,7 +111,7 @@ def test_train_step_equals_baseline_step(stage, channels_last):
     images, labels, mean_maps = fresh_inputs(3)
     project, baseline = model_pair(3)
     options = StepOptions(stage=stage, channels_last=channels_last)
-    step = TrainStep(project, build_optimizer(project, OptimConfig(lr=0.1)), options, mean_maps)
+    step = TrainStep(PlainEngine(project, build_optimizer(project, OptimConfig(lr=0.1))), options, mean_maps)
     results = step.step(images, labels)
     optimizer = build_optimizer(baseline, OptimConfig(lr=0.1))
     out = bas_forward(baseline, images, labels)

@@ -5,7 +5,7 @@ import sys
 
 from .argtypes import (fraction, learning_rate, map_class, non_negative_float, non_negative_int, normalization,
                        positive_float, positive_int, threshold_step, unit_interval)
-from .config import DATASET_DEFAULTS, DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from .config import DATASET_DEFAULTS, PRECISIONS, DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from .data.records import ImageReadError
 from .losses import BACKGROUND_RULES, DATASET_LOSS_WEIGHTS
 
@@ -72,6 +72,13 @@ def train_parser() -> argparse.ArgumentParser:
                         help="bit-identical runs on GPUs too: deterministic cuDNN, cuBLAS and PyTorch ops, no "
                              "float atomics (slower; CPU runs are reproducible without it)")
     add_data_arguments(parser)
+    speed = parser.add_argument_group("speed")
+    speed.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                       help="bf16: autocast of forward + loss (convolutions in bf16; BatchNorm, master weights and "
+                            "optimizer state fp32), the same as --deepspeed_config launch/configs/ds_bf16.json")
+    speed.add_argument("--channels-last", action="store_true", help="model and batches in channels_last memory format")
+    speed.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                       help="torch.compile of forward + loss (backend: inductor unless named)")
     distributed = parser.add_argument_group("distributed (run under `deepspeed launch/train.py ...`)")
     distributed.add_argument("--grad-accum", type=positive_int, default=1,
                              help="micro-batches per optimizer step; --batch-size is the global batch "
@@ -112,7 +119,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
                           grad_accum=args.grad_accum),
         run=RunConfig(stage=args.stage, out=args.out, seed=args.seed, device=args.device, init=args.init,
                       log_every=args.log_every, deepspeed_config=args.deepspeed_config, sync_bn=args.sync_bn,
-                      checkpoint_every=args.checkpoint_every, deterministic=args.deterministic),
+                      checkpoint_every=args.checkpoint_every, deterministic=args.deterministic,
+                      precision=args.precision, channels_last=args.channels_last, compile=args.compile),
     )
 
 

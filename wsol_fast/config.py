@@ -1,6 +1,8 @@
 """Run configuration: one dataclass per concern, printable, saved with every checkpoint."""
 from dataclasses import asdict, dataclass, field, fields
 
+PRECISIONS = ("fp32", "bf16")  # bf16: autocast of forward + loss; BatchNorm and master weights fp32
+
 
 @dataclass
 class DataConfig:
@@ -78,6 +80,13 @@ class RunConfig:
     sync_bn: bool = False  # BatchNorm statistics over the global batch (all ranks)
     checkpoint_every: int = 0  # optimizer steps between mid-epoch checkpoints (0: epoch ends only)
     deterministic: bool = False  # deterministic algorithms on GPUs too (engine/determinism.py)
+    precision: str = "fp32"  # one of PRECISIONS (a DeepSpeed config's torch_autocast section sets bf16 too)
+    channels_last: bool = False  # model and batches in channels_last memory format
+    compile: str | None = None  # torch.compile backend of forward + loss (None: eager)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"run.precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 @dataclass

@@ -209,6 +209,24 @@ def load_ds_config(path: str | None) -> dict:
     return config
 
 
+# The torch_autocast section `--precision bf16` adds (launch/configs/ds_bf16.json has the same).
+BF16_AUTOCAST = {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": ["torch.nn.Conv2d"]}
+BF16_NAMES = ("bfloat16", "bf16", "torch.bfloat16")
+
+
+def with_precision(config: dict, precision: str, source: str = "config") -> tuple[dict, str]:
+    """(``config``, precision of the run): ``--precision bf16`` adds the bf16 ``torch_autocast``
+    section, and a config that enables that section makes the run bf16 (``TrainStep`` autocasts
+    forward + loss, DeepSpeed its forward, with the same dtype); other autocast dtypes are refused."""
+    section = config.get("torch_autocast", {})
+    if not section.get("enabled"):
+        return ({**config, "torch_autocast": dict(BF16_AUTOCAST)}, "bf16") if precision == "bf16" else (config, precision)
+    if section.get("dtype") not in BF16_NAMES:
+        raise ValueError(f"{source}: torch_autocast needs \"dtype\": \"bfloat16\" (got {section.get('dtype')!r}); "
+                         "float16 would need loss scaling, which this trainer does not do")
+    return config, "bf16"
+
+
 def with_batch_sizes(config: dict, global_batch: int, grad_accum: int, world: int, source: str = "config") -> dict:
     """``config`` with DeepSpeed's batch keys set from ``global_batch`` images per optimizer
     step = micro batch x ``grad_accum`` x ``world``; keys already in ``config`` must agree."""

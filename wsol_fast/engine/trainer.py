@@ -4,7 +4,9 @@ Every run, one process or many, goes through ``deepspeed.initialize`` with the B
 (client optimizer) and the step-decay schedule (client lr scheduler); the engine reduces
 gradients across ranks, accumulates micro-batches and steps both. One epoch: a loader
 (``data.loader``: DALI or the torch DataLoader, this rank's shard, set to each epoch) whose order
-is a function of (seed, epoch), forward, the stage's loss, backward, step; losses are summed on
+is a function of (seed, epoch), then ``step.TrainStep`` (the step the benchmarks time: forward and
+the stage's loss under bf16 autocast with ``run.precision``, backward, engine step; channels_last
+and ``torch.compile`` as configured); losses are summed on
 the device and read back (summed over ranks) only every ``log_every`` steps and before each
 checkpoint (where a NaN or Inf stops the run before it can be written).
 
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .step import stage_loss
+from .step import StepOptions, TrainStep
 from ..checkpoint import CheckpointError, atomic_save
 from ..config import TrainConfig
 from ..data import make_loader
@@ -86,10 +88,12 @@ class EpochStats:
     images: int = 0
     steps: int = 0  # micro-batch steps, summed over ranks once read back
 
-    def add(self, parts: dict, correct: torch.Tensor, batch: int) -> None:
-        for name, value in parts.items():
-            self.parts[name] = self.parts.get(name, 0.0) + value.detach().float()
-        self.correct = self.correct + correct
+    def add(self, results: dict, batch: int) -> None:
+        """Add one micro-batch's ``TrainStep.step`` results (loss terms and ``correct``)."""
+        for name, value in results.items():
+            if name != "correct":
+                self.parts[name] = self.parts.get(name, 0.0) + value.float()
+        self.correct = self.correct + results["correct"]
         self.images += batch
         self.steps += 1
 
@@ -121,6 +125,13 @@ class EpochStats:
         return values
 
 
+def step_options(cfg: TrainConfig) -> StepOptions:
+    """The training step ``cfg`` describes: its stage's loss and the speed options."""
+    stage = "cam" if cfg.loss.method == "cam" else cfg.run.stage
+    return StepOptions(stage=stage, loss=cfg.loss, precision=cfg.run.precision,
+                       channels_last=cfg.run.channels_last, compile=cfg.run.compile)
+
+
 class Trainer:
     """Owns the DeepSpeed engine (model, optimizer, schedule), this rank's loader and the run
     folder of one stage. ``model`` is the module being trained (``engine.module``)."""
@@ -148,6 +159,8 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ValueError(f"no training step: {len(train_set)} images make {len(self.loader)} batches of "
                              f"{self.micro_batch} per process, fewer than --grad-accum {accum}")
+        ds_config, cfg.run.precision = distributed.with_precision(
+            ds_config, cfg.run.precision, cfg.run.deepspeed_config or "the default DeepSpeed config")
         if cfg.run.sync_bn:
             model = distributed.convert_sync_batchnorm(model, on_gpu=self.device.type == "cuda")
         optimizer = build_optimizer(model, cfg.optim)
@@ -157,7 +170,8 @@ class Trainer:
         load_weights_only(self.engine)
         self.model = self.engine.module
         self.mean_maps = mean_maps
-        self.mean_maps_device = None if mean_maps is None else mean_maps.maps.to(self.device)
+        mean_maps_device = None if mean_maps is None else mean_maps.maps.to(self.device)
+        self.training_step = TrainStep(self.engine, step_options(cfg), mean_maps_device)
         self.epoch = 0  # epochs completed
         self.step_in_epoch = 0  # optimizer steps done in the current epoch
         self.stats = EpochStats()
@@ -173,22 +187,11 @@ class Trainer:
         return self.epoch * self.steps_per_epoch + self.step_in_epoch
 
     # -- one step -----------------------------------------------------------------------
-    def compute_loss(self, images: torch.Tensor, labels: torch.Tensor):
-        cfg = self.cfg.loss
-        stage = "cam" if cfg.method == "cam" else self.cfg.run.stage
-        total, parts, out = stage_loss(self.engine, images, labels, stage, cfg.alpha, cfg.beta, cfg.bg_rule,
-                                       cfg.lam, self.mean_maps_device)
-        parts = {"loss": total, **parts}
-        return total, parts, out
-
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, stats: EpochStats) -> bool:
-        """One micro-batch: forward, backward, engine step; True when it ended an optimizer step
-        (every ``grad_accum`` micro-batches)."""
+        """One micro-batch through ``TrainStep`` (forward, loss, backward, engine step); True when
+        it ended an optimizer step (every ``grad_accum`` micro-batches)."""
         boundary = self.engine.is_gradient_accumulation_boundary()
-        total, parts, out = self.compute_loss(images, labels)
-        self.engine.backward(total)
-        self.engine.step()
-        stats.add(parts, (out.score1.argmax(1) == labels).sum(), len(labels))
+        stats.add(self.training_step.step(images, labels), len(labels))
         return boundary
 
     # -- one epoch ----------------------------------------------------------------------
