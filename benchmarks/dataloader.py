@@ -9,19 +9,30 @@ batches are only received, not used. The two loaders alternate ``--repeats`` tim
 keeps its best rate (other processes on a shared machine only ever slow a run down). Ratios are
 against the torch DataLoader of the same phase. Prints a table and writes JSON (``--out``).
 
+Then the host cost per sample of the training augmentation parameters as DALI's
+``external_source`` receives them, on the training process's thread (``DaliLoader.params_source``:
+the epoch's arrays drawn at once from (seed, epoch, index), then one slice per batch), against the per-sample way it replaced (a
+``torch.Generator`` seeded from a ``SeedSequence`` for every sample), over ``--draw-samples``
+samples in batches of ``--batch-size``, best of ``--repeats``. ``--draws-only`` skips the loaders.
+
     python benchmarks/dataloader.py --out runs/bench/dataloader.json
 """
 import argparse
 import json
+import math
 import os
 import platform
 import time
+from types import SimpleNamespace
 from pathlib import Path
 
 import torch
 from rich.table import Table
 
-from wsol_fast.data import SyntheticSpec, WSOLDataset, load_split, make_loader, scaled_resize
+import numpy as np
+
+from wsol_fast.data import SyntheticSpec, WSOLDataset, derive_seed, load_split, make_loader, scaled_resize
+from wsol_fast.data.dali_loader import DaliLoader
 from wsol_fast.engine.progress import console
 
 PHASES = {"train": dict(train=True, train_crop="bas"), "resized": dict(train=True, train_crop="random-resized"),
@@ -42,6 +53,44 @@ def time_epochs(loader, epochs: int, warmup: int) -> tuple[float, int]:
     return time.perf_counter() - start, images
 
 
+def per_sample_generator_draws(dataset: WSOLDataset, indices: np.ndarray, epoch: int) -> list:
+    """Baseline: the per-sample draws this project made before (one seeded torch.Generator each)."""
+    params = []
+    span = dataset.resize - dataset.image_size + 1
+    for index in indices.tolist():
+        generator = torch.Generator().manual_seed(derive_seed(dataset.seed, epoch, index))
+        if dataset.train_crop == "bas":
+            params.append((*torch.randint(0, span, (2,), generator=generator).tolist(),
+                           bool(torch.rand((), generator=generator) < 0.5)))
+        else:
+            params.append((torch.rand(20, generator=generator, dtype=torch.float64).tolist(),
+                           torch.randint(0, 1 << 16, (2,), generator=generator).tolist(),
+                           bool(torch.rand((), generator=generator) < 0.5)))
+    return params
+
+
+def host_draw_cost(dataset: WSOLDataset, batch_size: int, samples: int, repeats: int) -> dict:
+    """Microseconds per sample of DALI's parameter source over one epoch of ``samples`` (drawing
+    included) and of the per-sample baseline."""
+    loader = DaliLoader(dataset, batch_size)
+    order = np.random.default_rng(0).permutation(max(samples, batch_size)).astype(np.int64)
+    batches = [order[start:start + batch_size] for start in range(0, len(order) - batch_size + 1, batch_size)]
+    drawn = sum(len(batch) for batch in batches)
+    best = {"ours": math.inf, "per_sample_generator": math.inf}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        source = loader.params_source(order[:drawn])
+        for iteration in range(len(batches)):
+            source(SimpleNamespace(iteration=iteration))
+        best["ours"] = min(best["ours"], time.perf_counter() - start)
+        start = time.perf_counter()
+        for batch in batches[:max(1, len(batches) // 20)]:  # the baseline is slow: a twentieth
+            per_sample_generator_draws(dataset, batch, 0)
+        best["per_sample_generator"] = min(best["per_sample_generator"],
+                                           (time.perf_counter() - start) * len(batches) / max(1, len(batches) // 20))
+    return {name: 1e6 * seconds / drawn for name, seconds in best.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", type=Path, help="synthetic set, generated there when absent "
@@ -59,16 +108,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="alternating measurements per loader")
     parser.add_argument("--device", default="cpu", help="cuda: DALI decodes on the GPU (device='mixed')")
     parser.add_argument("--out", type=Path, default=None, help="JSON output path")
+    parser.add_argument("--draw-samples", type=int, default=200_000, help="samples of the host-draw measurement")
+    parser.add_argument("--draws-only", action="store_true", help="only the host cost of augmentation parameters")
     args = parser.parse_args()
 
     spec = SyntheticSpec(num_classes=args.synthetic_classes, train_per_class=args.synthetic_train_per_class,
                          test_per_class=1, image_size=args.synthetic_image_size)
     root = args.data_root or Path(f"/tmp/wsol_bench_synthetic_{args.synthetic_image_size}")
     split = load_split("synthetic", root, "train", spec)
-    rows = []
+    rows, draws = [], []
     for phase in args.phases:
         dataset = WSOLDataset(split, image_size=args.image_size, resize=scaled_resize(args.image_size), seed=0,
                               **PHASES[phase])
+        if dataset.train:
+            cost = host_draw_cost(dataset, args.batch_size, args.draw_samples, args.repeats)
+            draws.append({"phase": phase, "us_per_sample": cost["ours"],
+                          "per_sample_generator_us_per_sample": cost["per_sample_generator"]})
+        if args.draws_only:
+            continue
         rates, names = {"torch": [], "dali": []}, {}
         for _ in range(args.repeats):
             for kind in rates:
@@ -90,7 +147,17 @@ def main() -> None:
     for row in rows:
         table.add_row(row["phase"], row["loader"], f"{row['images_per_s']:.0f}",
                       f"{1e3 / row['images_per_s']:.2f}", f"{row['vs_torch']:.2f}")
-    console.print(table)
+    if rows:
+        console.print(table)
+    draw_table = Table(title=f"Host cost of training augmentation parameters (DALI external_source, training thread), "
+                             f"{args.draw_samples} samples in batches of {args.batch_size}, best of {args.repeats}")
+    for column in ("phase", "us/sample", "per-sample generator us/sample", "x faster"):
+        draw_table.add_column(column, justify="left" if column == "phase" else "right", no_wrap=True)
+    for row in draws:
+        draw_table.add_row(row["phase"], f"{row['us_per_sample']:.3f}", f"{row['per_sample_generator_us_per_sample']:.1f}",
+                           f"{row['per_sample_generator_us_per_sample'] / row['us_per_sample']:.0f}")
+    if draws:
+        console.print(draw_table)
 
     if args.out is not None:
         import nvidia.dali
@@ -101,7 +168,7 @@ def main() -> None:
                   "epochs": args.epochs, "repeats": args.repeats,
                   "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                   "torch": torch.__version__, "dali": nvidia.dali.__version__, "device": args.device,
-                  "rows": rows}
+                  "rows": rows, "host_draws": draws}
         args.out.write_text(json.dumps(report, indent=2))
         console.print(f"wrote {args.out}")
 

@@ -28,12 +28,7 @@ from wsol_fast.data import (
 from wsol_fast.data import dali_pipelines
 from wsol_fast.data.dali_files import header_problem
 from wsol_fast.data.dali_loader import DaliLoader
-from wsol_fast.data.datasets import (
-    RESIZED_CROP_SCALE,
-    resized_crop_box,
-    resized_crop_params,
-    sample_generator,
-)
+from wsol_fast.data.augmentation import RESIZED_CROP_SCALE, resized_crop_box, resized_crop_params
 
 SIZE, RESIZE, BATCH, COUNT = 32, 37, 4, 11  # 11 samples: not a multiple of the batch or of 2, 3 ranks
 LEVEL = 1 / 255 / min(IMAGENET_STD)  # one grey level in normalized units (the largest step)
@@ -120,8 +115,10 @@ def test_training_crop_is_exactly_the_host_drawn_window(split):
     full = one_epoch(dali(resized))[0]
     images, _, indices, _ = one_epoch(dali(train, shuffle=True), epoch=3)
     flips = 0
-    for image, index in zip(images, indices.tolist()):
-        top, left, flip = train.transform.draw(sample_generator(train.seed, 3, index))
+    train.set_epoch(3)
+    tops, lefts, flipped = train.augmentation(indices.numpy())
+    for image, index, top, left, flip in zip(images, indices.tolist(), tops.tolist(), lefts.tolist(),
+                                             flipped.tolist()):
         expected = full[index, :, top:top + SIZE, left:left + SIZE]
         difference = (image - (expected.flip(-1) if flip else expected)).abs()
         assert difference.max() <= LEVEL + 1e-6 and (difference > 1e-6).float().mean() < 0.01
@@ -132,8 +129,7 @@ def test_training_crop_is_exactly_the_host_drawn_window(split):
 @pytest.mark.parametrize("width, height", [(500, 375), (61, 97)])
 def test_resized_crop_boxes_lie_inside_the_image_with_the_drawn_area(width, height):
     areas = []
-    for index in range(300):
-        params = resized_crop_params(sample_generator(0, 0, index))
+    for params in zip(*(column.tolist() for column in resized_crop_params(0, 0, np.arange(300)))):
         left, top, crop_w, crop_h = resized_crop_box(width, height, *params[:4])
         assert 0 <= left and left + crop_w <= width and 0 <= top and top + crop_h <= height
         assert crop_w >= 1 and crop_h >= 1

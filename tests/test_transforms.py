@@ -6,6 +6,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
+from wsol_fast.data.augmentation import bas_crop_params
 from wsol_fast.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -29,8 +30,10 @@ def normalized_resize(image: Image.Image, side: int) -> torch.Tensor:
     return TF.normalize(TF.to_tensor(resized), IMAGENET_MEAN, IMAGENET_STD)
 
 
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+def drawn(seed: int, transform) -> tuple[int, int, bool]:
+    """``(top, left, flip)`` of sample 0 for ``seed``, as the loaders draw them for ``transform``."""
+    top, left, flip = bas_crop_params(seed, 0, np.array([0]), transform.image_size, transform.resize)
+    return int(top[0]), int(left[0]), bool(flip[0])
 
 
 def test_scaled_resize_keeps_bas_ratio():
@@ -46,7 +49,7 @@ def test_train_output_is_a_crop_of_the_resized_image_flipped_or_not(image_size, 
     transform = train_transform(image_size, resize)
     seen_offsets, seen_flips = set(), set()
     for seed in range(12):
-        out = transform(image, seeded(seed))
+        out = transform(image, *drawn(seed, transform))
         assert out.shape == (3, image_size, image_size) and out.dtype == torch.float32
         matches = [
             (top, left, flip)
@@ -70,8 +73,8 @@ def test_train_flip_happens_for_some_seeds_only():
     image = random_image(40, 40, seed=3)
     base = normalized_resize(image, 32)
     transform = train_transform(32, 32)  # no crop freedom: output is base or its mirror
-    flipped = [torch.equal(transform(image, seeded(s)), base.flip(-1)) for s in range(20)]
-    unflipped = [torch.equal(transform(image, seeded(s)), base) for s in range(20)]
+    flipped = [torch.equal(transform(image, *drawn(s, transform)), base.flip(-1)) for s in range(20)]
+    unflipped = [torch.equal(transform(image, *drawn(s, transform)), base) for s in range(20)]
     assert all(f != u for f, u in zip(flipped, unflipped))
     assert 3 <= sum(flipped) <= 17
 
@@ -79,8 +82,8 @@ def test_train_flip_happens_for_some_seeds_only():
 def test_train_is_deterministic_given_the_generator_seed():
     image = random_image(90, 64, seed=1)
     transform = train_transform(48, 56)
-    assert torch.equal(transform(image, seeded(7)), transform(image, seeded(7)))
-    outputs = {transform(image, seeded(s)).sum().item() for s in range(6)}
+    assert torch.equal(transform(image, *drawn(7, transform)), transform(image, *drawn(7, transform)))
+    outputs = {transform(image, *drawn(s, transform)).sum().item() for s in range(6)}
     assert len(outputs) > 1
 
 
@@ -88,7 +91,7 @@ def test_normalization_of_a_constant_image():
     colour = (200, 13, 97)
     image = Image.new("RGB", (50, 30), colour)
     expected = (torch.tensor(colour) / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
-    for out in (eval_transform(24, 28)(image), train_transform(24, 28)(image, seeded(0))):
+    for out in (eval_transform(24, 28)(image), train_transform(24, 28)(image, 2, 3, True)):
         assert out.dtype == torch.float32
         torch.testing.assert_close(out, expected[:, None, None].expand(3, 24, 24), atol=1e-6, rtol=0)
 

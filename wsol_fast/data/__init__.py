@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .augmentation import derive_seed
 from .cub import SPLITS, read_cub
 from .datasets import (
     LOADERS,
@@ -15,7 +16,6 @@ from .datasets import (
     TorchLoader,
     WSOLDataset,
     build_loader,
-    derive_seed,
     epoch_indices,
     load_rgb,
     make_loader,

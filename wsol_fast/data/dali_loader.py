@@ -22,7 +22,7 @@ import torch
 
 from .dali_files import DALI_UNDECODABLE, describe, undecodable
 from .dali_pipelines import build_pipeline, crop_window
-from .datasets import SampleLoader, WSOLDataset, resized_crop_params, sample_generator
+from .datasets import SampleLoader, WSOLDataset
 from .records import ImageReadError
 
 PREFETCH = 2  # batches DALI prepares ahead of the one being consumed
@@ -68,27 +68,32 @@ class DaliLoader(SampleLoader):
             return "evaluation"
         return "bas_train" if self.dataset.train_crop == "bas" else "resized_crop_train"
 
-    def sample_params(self, index: int) -> tuple:
-        """The host-drawn training parameters of sample ``index`` this epoch, as DALI takes them."""
+    def batch_params(self, indices: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The host-drawn training parameters of samples ``indices`` (B,) this epoch, one array per
+        ``external_source`` output as the graph takes them: bas_train ``(roi start (B, 2) float32,
+        roi end (B, 2) float32, mirror (B,) int32)``; resized_crop_train ``(width, height, x, y
+        (B,) int64, mirror (B,) int32)``."""
         data = self.dataset
-        generator = sample_generator(data.seed, self.epoch, index)
+        *crop, flip = data.augmentation(indices)
         if self.phase == "bas_train":
-            top, left, flip = data.transform.draw(generator)
-            start, end = crop_window(top, left, data.image_size, data.resize)
-            return np.array(start, dtype=np.float32), np.array(end, dtype=np.float32), np.int32(flip)
-        width, height, x, y, flip = resized_crop_params(generator)
-        return np.int64(width), np.int64(height), np.int64(x), np.int64(y), np.int32(flip)
+            return (*crop_window(*crop, data.image_size, data.resize), flip.astype(np.int32))
+        return (*crop, flip.astype(np.int32))
 
     def params_source(self, samples: np.ndarray):
         """``external_source`` callback: parameters of the samples of iteration ``info.iteration``,
-        following the reader through its padded last batch and its wrap to the next pass."""
+        following the reader through its padded last batch and its wrap to the next pass. The
+        whole epoch's parameters are drawn here at once; a batch is then a slice of each array."""
         batch, count = self.batch_size, len(samples)
         padded = -(-count // batch) * batch  # the reader pads the last batch whatever drop_last says
+        columns = self.batch_params(np.concatenate([samples, samples[-1:]]))  # + the padding sample
+        offsets = np.arange(batch)
 
         def source(info):
-            positions = np.minimum((info.iteration * batch + np.arange(batch)) % padded, count - 1)
-            params = [self.sample_params(int(samples[p])) for p in positions]
-            return tuple([np.array(value) for value in column] for column in zip(*params))
+            start = info.iteration * batch % padded
+            if start + batch <= count:
+                return tuple(column[start:start + batch] for column in columns)
+            positions = np.minimum(start + offsets, count)
+            return tuple(column[positions] for column in columns)
 
         return source
 

@@ -6,8 +6,8 @@ sample, and the loader drops those repeats), decodes on ``decoder_device`` ("cpu
 in DALI's threads; "mixed": nvJPEG on the GPU, after which every operator runs on the GPU) and
 returns ``(images (B, 3, S, S) float32 ImageNet-normalized, indices (B,) int32)``.
 The random parts of training (crop position, flip, resized-crop box) are drawn on the host from
-``derive_seed(seed, epoch, index)`` exactly as the torch path draws them, and are fed per sample
-through ``fn.external_source``; the graphs themselves hold no random operator.
+``(seed, epoch, index)`` exactly as the torch path draws them (``augmentation``), and are fed as
+one array per batch through ``fn.external_source``; the graphs themselves hold no random operator.
 
 Graphs:
 - ``bas_train``: resize (R, R) -> crop S at the host's (top, left) -> flip -> normalize (one
@@ -21,7 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .datasets import FIXED_POINT
+import numpy as np
+
+from .augmentation import FIXED_POINT
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop_offset
 
 DECODER_DEVICES = ("cpu", "mixed")
@@ -59,9 +61,13 @@ def _resize_square(images, side: int, roi_start=(0.0, 0.0), roi_end=(1.0, 1.0)):
                      roi_start=roi_start, roi_end=roi_end, roi_relative=True)
 
 
-def crop_window(top: int, left: int, crop: int, resize: int) -> tuple[list[float], list[float]]:
-    """Relative (y, x) ROI of the ``crop`` x ``crop`` window at (top, left) of a (resize, resize) image."""
-    return [top / resize, left / resize], [(top + crop) / resize, (left + crop) / resize]
+def crop_window(top, left, crop: int, resize: int) -> tuple[np.ndarray, np.ndarray]:
+    """Relative (y, x) ROI ``(start, end)`` (..., 2) float32 of the ``crop`` x ``crop`` windows at
+    (top, left) of a (resize, resize) image; ``top``/``left`` ints or (N,) arrays."""
+    top, left = np.asarray(top), np.asarray(left)
+    start = np.stack([top / resize, left / resize], axis=-1)
+    end = np.stack([(top + crop) / resize, (left + crop) / resize], axis=-1)
+    return start.astype(np.float32), end.astype(np.float32)
 
 
 def _reader(files: Sequence[str], indices: Sequence[int]):
@@ -139,7 +145,7 @@ def build_pipeline(
         images = fn.decoders.image(encoded, device=decoder_device, adjust_orientation=False)
         start, end = crop_window(center_crop_offset(resize, image_size), center_crop_offset(resize, image_size),
                                  image_size, resize)
-        return _normalize(_resize_square(images, image_size, start, end)), labels
+        return _normalize(_resize_square(images, image_size, start.tolist(), end.tolist())), labels
 
     graphs = {"bas_train": bas_train, "resized_crop_train": resized_crop_train, "evaluation": evaluation}
     if phase not in graphs:

@@ -6,7 +6,6 @@ resize interpolation) in the same order, from the same per-rank sample lists (``
 """
 from __future__ import annotations
 
-import math
 import warnings
 from functools import partial
 from pathlib import Path
@@ -18,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms import InterpolationMode
 
+from .augmentation import bas_crop_params, derive_seed, resized_crop_box, resized_crop_params
 from .dali_files import describe, file_problem, find_problems, header_problem
 from .records import ImageReadError, WSOLSplit
 from .transforms import (
@@ -33,55 +33,11 @@ from .transforms import (
 EVAL_PROTOCOLS = ("bas", "wsolevaluation")
 TRAIN_CROPS = ("bas", "random-resized")
 LOADERS = ("dali", "torch")
-FIXED_POINT = 1 << 16  # resized-crop fractions are whole numbers of 1/FIXED_POINT
-RESIZED_CROP_SCALE = (0.08, 1.0)  # crop area, as a fraction of the image area
-RESIZED_CROP_RATIO = (3 / 4, 4 / 3)  # crop aspect, relative to the image's own aspect
 SIXTEEN_BIT_GREY = ("I;16", "I;16L", "I;16B")  # PIL modes of 16-bit grey PNG and TIFF files
 
 
-def derive_seed(*parts: int) -> int:
-    """A 64-bit seed that is a deterministic, well-mixed function of the integers ``parts``."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0])
-
-
-def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """The generator of sample ``index``'s augmentation in ``epoch``."""
-    return torch.Generator().manual_seed(derive_seed(seed, epoch, index))
-
-
-def resized_crop_params(generator: torch.Generator) -> tuple[int, int, int, int, bool]:
-    """``(width, height, x, y, flip)`` of a random resized crop; the first four are fractions in
-    units of 1/FIXED_POINT: width and height of the image's, and the position in the free range.
-
-    Area fraction uniform in RESIZED_CROP_SCALE, log aspect uniform in RESIZED_CROP_RATIO (relative
-    to the image's aspect, so no image size is needed); 10 tries to fit, else the whole image.
-    """
-    low, high = math.log(RESIZED_CROP_RATIO[0]), math.log(RESIZED_CROP_RATIO[1])
-    width = height = 1.0
-    for _ in range(10):
-        area, log_ratio = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
-        area = RESIZED_CROP_SCALE[0] + area * (RESIZED_CROP_SCALE[1] - RESIZED_CROP_SCALE[0])
-        ratio = math.exp(low + log_ratio * (high - low))
-        if math.sqrt(area * ratio) <= 1 and math.sqrt(area / ratio) <= 1:
-            width, height = math.sqrt(area * ratio), math.sqrt(area / ratio)
-            break
-    x, y = torch.randint(0, FIXED_POINT, (2,), generator=generator).tolist()
-    flip = bool(torch.rand((), generator=generator) < 0.5)
-    return max(1, round(width * FIXED_POINT)), max(1, round(height * FIXED_POINT)), x, y, flip
-
-
-def resized_crop_box(image_width: int, image_height: int, width: int, height: int, x: int, y: int):
-    """``(left, top, crop_width, crop_height)`` in pixels of the crop ``resized_crop_params`` drew;
-    integer arithmetic, repeated by the DALI graph (dali_pipelines) so both cut the same pixels."""
-    crop_w = max(image_width * width // FIXED_POINT, 1)
-    crop_h = max(image_height * height // FIXED_POINT, 1)
-    left = (image_width - crop_w + 1) * x // FIXED_POINT
-    top = (image_height - crop_h + 1) * y // FIXED_POINT
-    return left, top, crop_w, crop_h
-
-
 def resized_crop(image: Image.Image, params: tuple, image_size: int) -> torch.Tensor:
-    """Cut ``resized_crop_params`` out of ``image``, resize to (image_size, image_size) bilinear
+    """Cut ``params`` (one sample's ``resized_crop_params``) out of ``image``, resize to (image_size, image_size) bilinear
     with antialiasing, flip, normalize -> (3, image_size, image_size) float32."""
     left, top, crop_w, crop_h = resized_crop_box(image.width, image.height, *params[:4])
     image = TF.resized_crop(image, top, left, crop_h, crop_w, [image_size, image_size],
@@ -110,9 +66,10 @@ class WSOLDataset(Dataset):
     """Images of a split as ``(image (3, S, S) float32, label int, index int)``.
 
     Train mode applies the ``train_crop`` augmentation ("bas": resize, random crop, flip;
-    "random-resized": ``resized_crop``) with a ``torch.Generator`` seeded from
-    ``(seed, epoch, index)``, so a sample's augmentation depends on neither worker count nor
-    order; call ``set_epoch`` before each epoch. Eval mode applies the test transform of
+    "random-resized": ``resized_crop``) with parameters drawn from ``(seed, epoch, index)``
+    (``augmentation``), so a sample's augmentation depends on neither worker count nor order;
+    call ``set_epoch`` before each epoch. ``__getitems__`` (a DataLoader batch) draws them for the
+    whole batch at once. Eval mode applies the test transform of
     ``eval_protocol``: ``"bas"`` (resize, center crop) or ``"wsolevaluation"`` (resize only);
     ``eval_boxes(i)`` gives the sample's ground-truth boxes under that same transform.
     """
@@ -153,18 +110,32 @@ class WSOLDataset(Dataset):
         """Select the augmentation of epoch ``epoch`` (train mode)."""
         self.epoch = int(epoch)
 
+    def augmentation(self, indices: np.ndarray) -> tuple[np.ndarray, ...]:
+        """This epoch's augmentation parameters of samples ``indices`` (N,), one (N,) array each:
+        ``(top, left, flip)`` for the BAS crop, ``(width, height, x, y, flip)`` for the random
+        resized crop (``augmentation`` module)."""
+        if self.train_crop == "bas":
+            return bas_crop_params(self.seed, self.epoch, indices, self.image_size, self.resize)
+        return resized_crop_params(self.seed, self.epoch, indices)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        index = int(index)
-        image = load_rgb(self.split.image_paths[index], index)
-        if self.train:
-            generator = sample_generator(self.seed, self.epoch, index)
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int, int]]:
+        indices = [int(index) for index in indices]
+        if not self.train:
+            return [(self.transform(load_rgb(self.split.image_paths[i], i)), int(self.split.labels[i]), i)
+                    for i in indices]
+        columns = self.augmentation(np.array(indices, dtype=np.int64))
+        samples = []
+        for index, params in zip(indices, zip(*(column.tolist() for column in columns))):
+            image = load_rgb(self.split.image_paths[index], index)
             if self.train_crop == "bas":
-                tensor = self.transform(image, generator)
+                tensor = self.transform(image, *params)
             else:
-                tensor = resized_crop(image, resized_crop_params(generator), self.image_size)
-        else:
-            tensor = self.transform(image)
-        return tensor, int(self.split.labels[index]), index
+                tensor = resized_crop(image, params, self.image_size)
+            samples.append((tensor, int(self.split.labels[index]), index))
+        return samples
 
     def eval_boxes(self, index: int) -> np.ndarray:
         """(K, 4) float32 ground-truth boxes of sample ``index`` in the evaluated image's pixels."""

@@ -1,8 +1,8 @@
 """Image and box transforms of the two evaluation protocols (METHOD.md §6–7).
 
 Image transforms take a PIL image and return a (3, S, S) float32 tensor normalized with the
-ImageNet mean/std. The training transform draws its randomness from an explicit
-``torch.Generator`` so a sample's augmentation is reproducible from (seed, epoch, index).
+ImageNet mean/std. The training transform takes its crop and flip as arguments, drawn by
+``augmentation.bas_crop_params`` from (seed, epoch, index).
 Box transforms act on (K, 4) arrays of ``x0, y0, x1, y1`` in original pixel coordinates.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _to_normalized_tensor(image: Image.Image) -> torch.Tensor:
 class TrainTransform:
     """Resize (resize, resize) -> random crop image_size -> random horizontal flip -> normalize.
 
-    ``transform(image, generator) -> (3, image_size, image_size) float32``.
+    ``transform(image, top, left, flip) -> (3, image_size, image_size) float32``.
     """
 
     image_size: int = 224
@@ -52,13 +52,9 @@ class TrainTransform:
     def __post_init__(self) -> None:
         _check_sizes(self.image_size, self.resize)
 
-    def draw(self, generator: torch.Generator) -> tuple[int, int, bool]:
-        """``(top, left, flip)`` of one sample's crop and flip (the DALI loader applies the same)."""
-        top, left = torch.randint(0, self.resize - self.image_size + 1, (2,), generator=generator).tolist()
-        return top, left, bool(torch.rand((), generator=generator) < 0.5)
-
-    def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
-        top, left, flip = self.draw(generator)
+    def __call__(self, image: Image.Image, top: int, left: int, flip: bool) -> torch.Tensor:
+        if not (0 <= top <= self.resize - self.image_size and 0 <= left <= self.resize - self.image_size):
+            raise ValueError(f"crop at (top {top}, left {left}) leaves the {self.resize}-px resized image")
         image = TF.crop(_resize_square(image, self.resize), top, left, self.image_size, self.image_size)
         if flip:
             image = TF.hflip(image)
