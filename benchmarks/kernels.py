@@ -10,13 +10,17 @@ of this device's copy bandwidth, measured in the same run with a large ``copy_``
     python benchmarks/kernels.py [--batch 256] [--classes 1000] [--dtypes fp32 bf16]
                                  [--ops foreground_epilogue ...] [--out runs/benchmarks/kernels.json]
 
-Needs a CUDA GPU; exits with a message otherwise.
+Needs a CUDA GPU; exits with a message otherwise. ``--dry-run`` runs every case at tiny shapes
+on the CPU instead (Triton through its interpreter, ``torch.compile`` with the ``aot_eager``
+backend, host timing), so the script cannot rot where no GPU is; its times mean nothing.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import time
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -138,10 +142,19 @@ CASES = {
 }
 
 
+DRY_RUN_SHAPES = Shapes(batch=2, classes=3, channels=8, map_size=4, class_map_size=2)
+
+
 def time_ms(fn: Callable[[], object], warmup: int, iters: int, repeats: int = 5) -> float:
-    """Median over ``repeats`` of the mean time of ``iters`` back-to-back calls, CUDA events."""
+    """Median over ``repeats`` of the mean time of ``iters`` back-to-back calls, CUDA events
+    (the host clock without CUDA: dry runs)."""
     for _ in range(warmup):
         fn()
+    if not torch.cuda.is_available():
+        start = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        return 1e3 * (time.perf_counter() - start) / iters
     torch.cuda.synchronize()
     samples = []
     for _ in range(repeats):
@@ -155,9 +168,9 @@ def time_ms(fn: Callable[[], object], warmup: int, iters: int, repeats: int = 5)
     return statistics.median(samples)
 
 
-def copy_bandwidth_gbps(warmup: int, iters: int, mib: int = 1024) -> float:
+def copy_bandwidth_gbps(warmup: int, iters: int, mib: int = 1024, device: str = "cuda") -> float:
     """Device-to-device ``copy_`` bandwidth (read + write bytes per second), in GB/s."""
-    src = torch.empty(mib * 2**20, dtype=torch.uint8, device="cuda")
+    src = torch.empty(mib * 2**20, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     ms = time_ms(lambda: dst.copy_(src), warmup, iters)
     return 2 * src.numel() / (ms * 1e-3) / 1e9
@@ -210,30 +223,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/kernels.json"))
+    parser.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU, Triton interpreted")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if not torch.cuda.is_available():
+    if args.dry_run:
+        os.environ["TRITON_INTERPRET"] = "1"  # read when the kernels are imported, below
+    elif not torch.cuda.is_available():
         sys.exit("benchmarks/kernels.py needs a CUDA GPU (none is visible); nothing was timed.")
     from wsol_fast import kernels
     from wsol_fast.kernels.utils import INTERPRETER
     from wsol_fast.ops import training_reference as reference
-    if INTERPRETER:
+    if INTERPRETER and not args.dry_run:
         sys.exit("TRITON_INTERPRET is set: unset it to time compiled kernels.")
 
-    shapes = Shapes(batch=args.batch, classes=args.classes)
-    device_name = torch.cuda.get_device_name()
-    copy_gbps = copy_bandwidth_gbps(args.warmup, args.iters)
+    device = "cpu" if args.dry_run else "cuda"
+    shapes = DRY_RUN_SHAPES if args.dry_run else Shapes(batch=args.batch, classes=args.classes)
+    device_name = "dry run on the CPU (Triton interpreted; times mean nothing)" if args.dry_run \
+        else torch.cuda.get_device_name()
+    copy_gbps = copy_bandwidth_gbps(args.warmup, args.iters, mib=1 if args.dry_run else 1024, device=device)
     rows = []
     for op in args.ops:
         implementations = {"eager": getattr(reference, op),
-                           "compile": torch.compile(getattr(reference, op), dynamic=False),
+                           "compile": torch.compile(getattr(reference, op), dynamic=False,
+                                                    backend="aot_eager" if args.dry_run else "inductor"),
                            "triton": getattr(kernels, op)}
         for dtype in args.dtypes:
             torch.manual_seed(0)
-            case = CASES[op](shapes, DTYPES[dtype], "cuda")
+            case = CASES[op](shapes, DTYPES[dtype], device)
             rows.append(run_case(case, dtype, implementations, args.warmup, args.iters, copy_gbps))
             torch.cuda.empty_cache()
     print_table(rows, copy_gbps, device_name)
