@@ -29,8 +29,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import listing_cache
 from .cub import read_image_sizes
 from .records import AnnotationError, WSOLSplit, annotation_error, check_boxes_in_images, numbered_lines
+from .tables import BoxTable, PathTable
 
 SPLITS = ("train", "val")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
@@ -101,24 +103,31 @@ def _class_wnids(root: Path) -> list[str]:
     )
 
 
+def _list_train(train_dir: Path, wnids: list[str]) -> tuple[PathTable, np.ndarray]:
+    """``(paths, labels)`` of ``train/<wnid>/<image>``, listed from the folders."""
+    names: list[str] = []
+    counts = []
+    for wnid in wnids:
+        files = _image_files(train_dir / wnid)
+        names.extend(f"{wnid}/{path.name}" for path in files)
+        counts.append(len(files))
+    labels = np.repeat(np.arange(len(wnids), dtype=np.int64), counts)
+    return PathTable.from_names(train_dir, names), labels
+
+
 def _read_train(root: Path) -> WSOLSplit:
-    wnids = _train_wnids(root / "train")
-    image_paths: list[Path] = []
-    labels: list[int] = []
-    for label, wnid in enumerate(wnids):
-        files = _image_files(root / "train" / wnid)
-        image_paths.extend(files)
-        labels.extend([label] * len(files))
-    if not image_paths:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root / 'train'}/<wnid>/")
-    return WSOLSplit(
-        root=root,
-        image_paths=image_paths,
-        labels=np.array(labels, dtype=np.int64),
-        boxes=[np.zeros((0, 4), dtype=np.float32)] * len(image_paths),
-        sizes=np.full((len(image_paths), 2), UNKNOWN_SIZE, dtype=np.int64),
-        class_names=wnids,
-    )
+    """The training split, from the cached listing when the folders have not changed since."""
+    train_dir = root / "train"
+    wnids = _train_wnids(train_dir)
+    listed = listing_cache.load(train_dir, wnids)
+    if listed is None:
+        listed = _list_train(train_dir, wnids)
+        listing_cache.save(train_dir, wnids, *listed)
+    paths, labels = listed
+    if not len(paths):
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {train_dir}/<wnid>/")
+    return WSOLSplit(root=root, image_paths=paths, labels=labels, boxes=BoxTable.empty(len(paths)),
+                     sizes=np.full((len(paths), 2), UNKNOWN_SIZE, dtype=np.int64), class_names=wnids)
 
 
 class _Annotation(NamedTuple):

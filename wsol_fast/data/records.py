@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .tables import BoxTable, PathTable
+
 
 class AnnotationError(ValueError):
     """A malformed annotation file; the message reads ``"{path}:{lineno}: {what}: {line!r}"``."""
@@ -58,10 +60,11 @@ class WSOLSplit:
     """One split of a WSOL dataset: image files, labels and ground-truth boxes.
 
     - ``root``: dataset root directory.
-    - ``image_paths``: N absolute paths.
+    - ``image_paths``: N paths (a ``tables.PathTable``; a list of paths is converted).
     - ``labels``: (N,) int64, 0-based class indices.
     - ``boxes``: N arrays, each (K, 4) float32 ``x0, y0, x1, y1`` in original pixel coordinates
-      (K >= 1 for evaluation splits; K = 0 allowed where a split has no boxes).
+      (K >= 1 for evaluation splits; K = 0 allowed where a split has no boxes); a
+      ``tables.BoxTable``, a list of arrays is converted.
     - ``sizes``: (N, 2) int64 ``width, height`` of each original image.
     - ``class_names``: C names; label ``c`` is ``class_names[c]``.
     - ``skipped``: ``(path, problem)`` of the listed images the reader left out (``skip_bad_images``:
@@ -69,19 +72,19 @@ class WSOLSplit:
     """
 
     root: Path
-    image_paths: list[Path]
+    image_paths: PathTable
     labels: np.ndarray
-    boxes: list[np.ndarray]
+    boxes: BoxTable
     sizes: np.ndarray
     class_names: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        self.image_paths = [Path(p) for p in self.image_paths]
+        self.image_paths = PathTable.from_paths(self.image_paths)
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
         self.sizes = np.asarray(self.sizes, dtype=np.int64).reshape(-1, 2)
-        self.boxes = [np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in self.boxes]
+        self.boxes = BoxTable.from_arrays(self.boxes)
         self.class_names = list(self.class_names)
         n = len(self.image_paths)
         lengths = {"labels": len(self.labels), "boxes": len(self.boxes), "sizes": len(self.sizes)}
@@ -103,9 +106,9 @@ class WSOLSplit:
 
     def subset(self, indices) -> "WSOLSplit":
         """The samples at ``indices`` (in that order), same classes."""
-        indices = [int(i) for i in indices]
-        return WSOLSplit(self.root, [self.image_paths[i] for i in indices], self.labels[indices],
-                         [self.boxes[i] for i in indices], self.sizes[indices], self.class_names, self.skipped)
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        return WSOLSplit(self.root, self.image_paths.take(indices), self.labels[indices],
+                         self.boxes.take(indices), self.sizes[indices], self.class_names, self.skipped)
 
 
 def hold_out(split: WSOLSplit, fraction: float, seed: int = 0) -> tuple[WSOLSplit, WSOLSplit]:
