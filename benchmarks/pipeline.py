@@ -29,7 +29,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -41,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bas_baseline import bas_early_loss, bas_forward  # noqa: E402
-from throughput import PeakRSS, StageClock, synchronize  # noqa: E402
+from throughput import PeakRSS, run_steps, synchronize  # noqa: E402
 
 from wsol_fast.cli import train_config, train_parser  # noqa: E402
 from wsol_fast.config import OptimConfig  # noqa: E402
@@ -160,22 +159,11 @@ def timed_turn(step, batches, args, device: torch.device) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     memory = PeakRSS() if device.type != "cuda" else contextlib.nullcontext()
-    clock = StageClock(device)
     with memory:
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            waited = time.perf_counter()
-            images, labels = next(batches)
-            clock.seconds["data"] += time.perf_counter() - waited
-            before = clock.mark()
-            for stage in step(images, labels):
-                after = clock.mark()
-                clock.add(stage, before, after)
-                before = after
-        synchronize(device)
-        wall = time.perf_counter() - start
+        timed = run_steps(step, batches, args.steps, device)
+    wall = timed["wall_s"]
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else memory.bytes
-    stages = {name: seconds for name, seconds in clock.totals().items() if name != "post"}
+    stages = {name: seconds for name, seconds in timed["stages_s"].items() if name != "post"}
     return {"images_per_s": args.steps * args.batch_size / wall, "wall_s": wall,
             "data_wait_fraction": stages["data"] / wall,
             "stage_ms": {name: 1e3 * seconds / args.steps for name, seconds in stages.items()},
