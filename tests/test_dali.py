@@ -285,3 +285,18 @@ def test_config_and_command_line_carry_the_loader(tmp_path):
                                       "--out", str(tmp_path)])
     data = train_config(args).data
     assert (data.loader, data.skip_bad_images, data.train_crop) == ("torch", True, "random-resized")
+
+
+@pytest.mark.parametrize("kind", ["dali", "torch"])
+def test_channels_last_batches_hold_the_same_images(split, kind):
+    """``channels_last=True``: the same batches in channels_last memory (DALI writes HWC and the
+    batch is a permuted view of it, no copy; the torch loader's workers convert)."""
+    data = dataset(split, "train")
+    options = dict(loader=kind, shuffle=True, workers=2 if kind == "dali" else 1)
+    plain = make_loader(data, BATCH, **options)
+    last = make_loader(data, BATCH, channels_last=True, **options)
+    plain.set_epoch(1)
+    last.set_epoch(1)
+    for (a, labels_a, indices_a), (b, labels_b, indices_b) in zip(plain, last):
+        assert b.is_contiguous(memory_format=torch.channels_last) and not b.is_contiguous()
+        assert torch.equal(a, b) and torch.equal(labels_a, labels_b) and torch.equal(indices_a, indices_b)

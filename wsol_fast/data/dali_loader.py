@@ -104,7 +104,8 @@ class DaliLoader(SampleLoader):
         arguments = dict(files=[str(data.split.image_paths[i]) for i in samples], indices=samples.tolist(),
                          image_size=data.image_size, resize=resize, batch_size=self.batch_size,
                          num_threads=self.num_threads, prefetch=PREFETCH,
-                         params_source=None if self.phase == "evaluation" else self.params_source(samples))
+                         params_source=None if self.phase == "evaluation" else self.params_source(samples),
+                         layout="HWC" if self.channels_last else "CHW")
         if self.decoder_device == "mixed":
             try:
                 device_id = self.device.index if self.device.index is not None else torch.cuda.current_device()
@@ -125,9 +126,11 @@ class DaliLoader(SampleLoader):
             raise OutOfStepError(f"DALI returned samples {indices.tolist()} where {expected.tolist()} were due")
         on_gpu = self.decoder_device == "mixed"
         size = self.dataset.image_size
-        out = torch.empty((self.batch_size, 3, size, size), dtype=torch.float32,
-                          device=self.device if on_gpu else "cpu")
+        shape = (self.batch_size, size, size, 3) if self.channels_last else (self.batch_size, 3, size, size)
+        out = torch.empty(shape, dtype=torch.float32, device=self.device if on_gpu else "cpu")
         feed_ndarray(images.as_tensor(), out, cuda_stream=torch.cuda.current_stream(self.device) if on_gpu else None)
+        if self.channels_last:  # (B, S, S, 3) -> (B, 3, S, S) in channels_last memory, no copy
+            out = out.permute(0, 3, 1, 2)
         labels = torch.from_numpy(self.dataset.split.labels[indices])
         return out[:len(expected)], labels, torch.from_numpy(indices)
 

@@ -39,11 +39,12 @@ def dali_import_error() -> ImportError | None:
     return None
 
 
-def _normalize(images, mirror=0):
-    """HWC uint8 -> CHW float32, ``(x / 255 - mean) / std`` per channel, flipped where ``mirror``."""
+def _normalize(images, layout: str, mirror=0):
+    """HWC uint8 -> ``layout`` (CHW or HWC) float32, ``(x / 255 - mean) / std`` per channel,
+    flipped where ``mirror``."""
     from nvidia.dali import fn, types
 
-    return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mirror=mirror,
+    return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout=layout, mirror=mirror,
                                     mean=[255.0 * m for m in IMAGENET_MEAN], std=[255.0 * s for s in IMAGENET_STD])
 
 
@@ -89,15 +90,17 @@ def build_pipeline(
     device_id: int | None = None,
     params_source: Callable | None = None,
     prefetch: int = 2,
+    layout: str = "CHW",
 ):
     """A built DALI pipeline of ``phase`` ("bas_train", "resized_crop_train" or "evaluation")
     over ``files`` (in that order) labelled with their dataset ``indices``.
 
     ``params_source(batch_info)`` (training phases) returns the host-drawn parameters of the
-    samples of iteration ``batch_info.iteration``, as per-sample NumPy arrays:
-    bas_train: ``(roi_start (2,) float32, roi_end (2,) float32, mirror int32)``, the crop window
-    ``(top, left) / resize`` to ``(top + S, left + S) / resize``;
-    resized_crop_train: ``(width, height, x, y int64 in 1/FIXED_POINT units, mirror int32)``.
+    samples of iteration ``batch_info.iteration``, one NumPy array per output for the batch:
+    bas_train: ``(roi_start (B, 2) float32, roi_end (B, 2) float32, mirror (B,) int32)``, the crop
+    window ``(top, left) / resize`` to ``(top + S, left + S) / resize``;
+    resized_crop_train: ``(width, height, x, y (B,) int64 in 1/FIXED_POINT units, mirror (B,) int32)``.
+    ``layout``: "CHW" images, or "HWC" (channels_last batches, no transposing copy in torch).
     ``decoder_device="mixed"`` needs ``device_id`` (a GPU); "cpu" needs ``device_id=None``.
     """
     from nvidia.dali import fn, pipeline_def
@@ -118,7 +121,7 @@ def build_pipeline(
         roi_start, roi_end, mirror = fn.external_source(source=params_source, num_outputs=3, batch=True,
                                                         batch_info=True)
         images = fn.decoders.image(encoded, device=decoder_device, adjust_orientation=False)
-        return _normalize(_resize_square(images, image_size, roi_start, roi_end), mirror), labels
+        return _normalize(_resize_square(images, image_size, roi_start, roi_end), layout, mirror), labels
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
                   prefetch_queue_depth=prefetch, seed=0)  # no random operator; fixed all the same
@@ -136,7 +139,7 @@ def build_pipeline(
         images = fn.decoders.image_slice(encoded, fn.stack(left, top), fn.stack(crop_w, crop_h),
                                          axis_names="WH", normalized_anchor=False, normalized_shape=False,
                                          device=decoder_device, adjust_orientation=False)
-        return _normalize(_resize_square(images, image_size), mirror), labels
+        return _normalize(_resize_square(images, image_size), layout, mirror), labels
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
                   prefetch_queue_depth=prefetch, seed=0)  # no random operator; fixed all the same
@@ -145,9 +148,11 @@ def build_pipeline(
         images = fn.decoders.image(encoded, device=decoder_device, adjust_orientation=False)
         start, end = crop_window(center_crop_offset(resize, image_size), center_crop_offset(resize, image_size),
                                  image_size, resize)
-        return _normalize(_resize_square(images, image_size, start.tolist(), end.tolist())), labels
+        return _normalize(_resize_square(images, image_size, start.tolist(), end.tolist()), layout), labels
 
     graphs = {"bas_train": bas_train, "resized_crop_train": resized_crop_train, "evaluation": evaluation}
+    if layout not in ("CHW", "HWC"):
+        raise ValueError(f"layout must be CHW or HWC, got {layout!r}")
     if phase not in graphs:
         raise ValueError(f"unknown phase {phase!r}; choose one of {tuple(graphs)}")
     pipeline = graphs[phase]()

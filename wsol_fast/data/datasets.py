@@ -230,18 +230,21 @@ class SampleLoader:
     batch count and the record of skipped images (``skipped``: ``[(index, path, problem)]``).
 
     Iterate to get ``(images (B, 3, S, S) float32, labels (B,) int64, indices (B,) int64)``
-    batches of one epoch; call ``set_epoch`` before each epoch.
+    batches of one epoch; call ``set_epoch`` before each epoch. ``channels_last``: the images
+    come in channels_last memory (DALI writes them so; the torch loader's workers convert).
     """
 
     undecodable_formats: tuple[str, ...] = ()  # image formats (``dali_files.image_kind``) this loader cannot read
 
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool = False, drop_last: bool = False,
-                 shard_id: int = 0, num_shards: int = 1, skip_bad_images: bool = False) -> None:
+                 shard_id: int = 0, num_shards: int = 1, skip_bad_images: bool = False,
+                 channels_last: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         shard_range(0, shard_id, num_shards)  # validates the ids
         self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
         self.shard_id, self.num_shards, self.skip_bad_images = shard_id, num_shards, skip_bad_images
+        self.channels_last = channels_last
         self.seed = int(getattr(dataset, "seed", 0))
         self.epoch = 0
         self.start_batch = 0
@@ -292,11 +295,19 @@ class SkippingDataset(Dataset):
             return None, int(index), str(error)
 
 
-def collate_skipping(samples: list) -> tuple:
+def collate(samples: list, channels_last: bool = False):
+    """``default_collate``, the images in channels_last memory when asked (in the worker)."""
+    batch = default_collate(samples)
+    if channels_last:
+        batch[0] = batch[0].contiguous(memory_format=torch.channels_last)
+    return batch
+
+
+def collate_skipping(samples: list, channels_last: bool = False) -> tuple:
     """``(batch or None, [(index, problem)])``: the readable samples collated, the rest listed."""
     good = [sample for sample in samples if sample[0] is not None]
     bad = [(index, problem) for image, index, problem in samples if image is None]
-    return (default_collate(good) if good else None), bad
+    return (collate(good, channels_last) if good else None), bad
 
 
 class TorchLoader(SampleLoader):
@@ -318,7 +329,8 @@ class TorchLoader(SampleLoader):
         loader = DataLoader(source, batch_size=self.batch_size, sampler=self.epoch_indices().tolist(),
                             num_workers=self.workers, drop_last=self.drop_last, persistent_workers=False,
                             pin_memory=self.pin_memory,
-                            collate_fn=collate_skipping if self.skip_bad_images else None)
+                            collate_fn=partial(collate_skipping if self.skip_bad_images else collate,
+                                               channels_last=self.channels_last))
         for batch in loader:
             if self.skip_bad_images:
                 batch, bad = batch
@@ -331,18 +343,19 @@ class TorchLoader(SampleLoader):
 
 def make_loader(dataset: Dataset, batch_size: int, loader: str = "dali", shuffle: bool = False,
                 drop_last: bool = False, workers: int = 2, device: str = "cpu", shard_id: int = 0,
-                num_shards: int = 1, skip_bad_images: bool = False) -> SampleLoader:
+                num_shards: int = 1, skip_bad_images: bool = False, channels_last: bool = False) -> SampleLoader:
     """The loader of ``dataset`` (a WSOLDataset; the torch path takes any dataset with a ``split``).
 
     ``loader="dali"``: DALI with ``workers`` threads, decoding on the GPU when ``device`` is CUDA;
     when DALI is not importable it says so (RuntimeWarning) and uses the torch path.
     ``loader="torch"``: DataLoader with ``workers`` processes. ``shuffle``: training order
-    (a function of ``(dataset.seed, epoch)``); ``shard_id``/``num_shards``: this rank's part.
+    (a function of ``(dataset.seed, epoch)``); ``shard_id``/``num_shards``: this rank's part;
+    ``channels_last``: images in channels_last memory.
     """
     if loader not in LOADERS:
         raise ValueError(f"loader must be one of {LOADERS}, got {loader!r}")
     options = dict(shuffle=shuffle, drop_last=drop_last, shard_id=shard_id, num_shards=num_shards,
-                   skip_bad_images=skip_bad_images)
+                   skip_bad_images=skip_bad_images, channels_last=channels_last)
     if loader == "dali":
         from .dali_pipelines import dali_import_error
 

@@ -153,7 +153,7 @@ class Trainer:
         self.loader = make_loader(train_set, self.micro_batch, loader=data.loader, shuffle=True,
                                   drop_last=len(train_set) >= data.batch_size, workers=data.workers,
                                   device=str(self.device), shard_id=distributed.rank(), num_shards=self.world,
-                                  skip_bad_images=data.skip_bad_images)
+                                  skip_bad_images=data.skip_bad_images, channels_last=cfg.run.channels_last)
         self.loader.set_epoch(0)
         self.steps_per_epoch = len(self.loader) // accum  # optimizer steps; leftover micro-batches unused
         if self.steps_per_epoch == 0:
