@@ -10,7 +10,9 @@ Every step runs the real command line (printed before it runs), so the demo doub
 recipe. Sized for a 2-core CPU: about 13 minutes per seed. ``--seeds N`` repeats the whole
 pipeline (pre-training included) with training seeds 0..N-1 in ``OUT/seed<k>/`` and reports each
 number as the mean and sample standard deviation over the seeds, with every seed's value in
-``results.json``: a single run's table is not a claim anyone can check, a spread is. Besides the
+``results.json``: a single run's table is not a claim anyone can check, a spread is; ``--resume``
+keeps ``OUT`` and reuses every seed whose evaluations are all written (an interrupted demo goes
+on where it stopped). Besides the
 table it writes ``grid.png`` (test images with the CAM, early and late maps and boxes side by
 side, like the paper's Fig. 3) and ``curves.png`` (every loss term and accuracy per epoch) of the
 first seed.
@@ -83,6 +85,18 @@ def results_markdown(summary: dict, seeds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def evaluation_path(out: Path, name: str, norm: str) -> Path:
+    return out / "eval" / f"{name}_{norm.replace(':', '')}.json"
+
+
+def finished_seed(out: Path) -> dict | None:
+    """``{row label: evaluation result}`` of a seed folder whose every evaluation is written, else None."""
+    paths = {label: evaluation_path(out, name, norm) for label, name, norm in ROWS}
+    if not all(path.is_file() for path in paths.values()):
+        return None
+    return {label: json.loads(path.read_text()) for label, path in paths.items()}
+
+
 def run_seed(out: Path, seed: int, data_root: str) -> dict:
     """Pre-train, train CAM / early / late and evaluate every row with training seed ``seed`` in
     ``out``; ``{row label: evaluation result}``."""
@@ -94,11 +108,24 @@ def run_seed(out: Path, seed: int, data_root: str) -> dict:
         run(["launch/train.py", *common, *TRAIN, *extra, *init, "--out", str(out)])
     results = {}
     for label, name, norm in ROWS:
-        path = out / "eval" / f"{name}_{norm.replace(':', '')}.json"
+        path = evaluation_path(out, name, norm)
         run(["launch/evaluate.py", "--checkpoint", str(out / name / "checkpoint.pt"), "--norm", norm,
              "--sweep", "--protocol", "both", "--out", str(path)])
         results[label] = json.loads(path.read_text())
     return results
+
+
+def seed_results(folder: Path, seed: int, data_root: str, resume: bool) -> dict:
+    """The seed's results: reused from ``folder`` when resuming and all written, else run (an
+    unfinished folder is cleared first: its runs would refuse to overwrite their checkpoints)."""
+    finished = finished_seed(folder) if resume else None
+    if finished is not None:
+        print(f"seed {seed}: reusing the finished runs in {folder}")
+        return finished
+    if resume and folder.exists():
+        print(f"seed {seed}: clearing the unfinished runs in {folder}")
+        shutil.rmtree(folder)
+    return run_seed(folder, seed, data_root)
 
 
 def main() -> int:
@@ -107,9 +134,11 @@ def main() -> int:
     parser.add_argument("--data-root", default="data/synthetic")
     parser.add_argument("--seeds", type=positive_int, default=1,
                         help="training seeds 0..N-1, each a whole pipeline; numbers are mean +- std over them")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep OUT: reuse every seed whose evaluations are all written, redo the others")
     args = parser.parse_args()
     out = Path(args.out)
-    if out.exists():
+    if out.exists() and not args.resume:
         print(f"removing the previous demo run in {out}")
         shutil.rmtree(out)
     if is_stale(ROOT / args.data_root):  # the demo's own generated data, from an older generator
@@ -117,7 +146,7 @@ def main() -> int:
         shutil.rmtree(ROOT / args.data_root)
     start = time.time()
     seed_dirs = [out if args.seeds == 1 else out / f"seed{seed}" for seed in range(args.seeds)]
-    per_seed = [run_seed(folder, seed, args.data_root) for seed, folder in enumerate(seed_dirs)]
+    per_seed = [seed_results(folder, seed, args.data_root, args.resume) for seed, folder in enumerate(seed_dirs)]
     first = seed_dirs[0]
     run(["launch/evaluate.py", "--checkpoint", str(first / "cam" / "checkpoint.pt"), "--vis-checkpoints",
          str(first / "early" / "checkpoint.pt"), str(first / "late" / "checkpoint.pt"), "--save-vis", "8",
