@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 PARTS = ("cuda_tests", "kernels", "pipeline", "deepspeed", "eval_ops")
 CUDA_TESTS = ["tests/test_ext.py", "tests/test_kernels_foreground_epilogue.py",
               "tests/test_kernels_background_product.py", "tests/test_kernels_guided_score.py",
@@ -52,14 +53,18 @@ LIMITS_S = {"cuda_tests": 300, "kernels": 120, "pipeline": 240, "deepspeed": 150
 
 
 def run(command: list[str], log: Path, limit_s: int, env: dict | None = None) -> dict:
-    """Run ``command`` in the repository root, output to ``log`` -> {rc, seconds, command}."""
+    """Run ``command`` in the repository root, output to ``log`` -> {rc, seconds, command}. The
+    child starts its own runs: a launcher's (or this process's) rendezvous variables are left out."""
+    from wsol_fast.engine.distributed import LAUNCHER_VARIABLES
+
+    inherited = {name: value for name, value in os.environ.items() if name not in LAUNCHER_VARIABLES}
     start = time.perf_counter()
     with log.open("a") as out:
         out.write(f"$ {' '.join(command)}\n")
         out.flush()
         try:
             rc = subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=limit_s,
-                                env={**os.environ, **(env or {})}).returncode
+                                env={**inherited, **(env or {})}).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
     return {"command": " ".join(command), "rc": rc, "seconds": time.perf_counter() - start}
@@ -115,7 +120,6 @@ def deepspeed_run(args, out: Path) -> dict:
 
 def eval_ops(args, out: Path) -> dict:
     """Normalize + boxes of many random smooth maps on ``args.device``, in chunks, timed."""
-    sys.path.insert(0, str(ROOT))
     from wsol_fast.ops import evaluation
 
     sizes = DRY if args.dry_run else GPU

@@ -7,8 +7,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import gpu_check  # noqa: E402
 
+from wsol_fast.engine import distributed  # noqa: E402
+
 
 def test_gpu_check_dry_run(tmp_path):
+    """Also from a process that holds a process group (its rendezvous port): the check's runs
+    must not inherit it."""
+    distributed.init_process_group()
     report = gpu_check.main(["--dry-run", "--out", str(tmp_path)])
     assert set(report["parts"]) == set(gpu_check.PARTS)
     rows = gpu_check.summary_rows(report["parts"])

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from wsol_fast.engine import progress
+from wsol_fast.engine.distributed import LAUNCHER_VARIABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--synthetic-classes", "3", "--synthetic-train-per-class", "4", "--synthetic-test-per-class", "1",
@@ -18,7 +19,7 @@ TINY = ["--synthetic-classes", "3", "--synthetic-train-per-class", "4", "--synth
 def piped_environment() -> dict:
     """This environment without the terminal's size, as CI and batch schedulers run commands (and
     without the process group that in-process tests made)."""
-    dropped = ("COLUMNS", "LINES", "WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    dropped = ("COLUMNS", "LINES", *LAUNCHER_VARIABLES)
     environment = {k: v for k, v in os.environ.items() if k not in dropped}
     return {**environment, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
 

@@ -14,7 +14,7 @@ from kernel_testing import EXACT_RUN_FLAGS
 from wsol_fast import kernels, ops
 from wsol_fast.checkpoint import load_checkpoint
 from wsol_fast.cli import train_config, train_parser
-from wsol_fast.engine.distributed import free_port
+from wsol_fast.engine.distributed import LAUNCHER_VARIABLES, free_port
 from wsol_fast.engine.run import run_training
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,8 +26,7 @@ TIMES = ("images_per_s", "seconds")
 
 
 def environment() -> dict:
-    dropped = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-    return {**{k: v for k, v in os.environ.items() if k not in dropped}, "DS_ACCELERATOR": "cpu",
+    return {**{k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}, "DS_ACCELERATOR": "cpu",
             "OMP_NUM_THREADS": "1"}
 
 

@@ -19,6 +19,9 @@ from torch import nn
 
 # DeepSpeed settings used when no --deepspeed_config is given (= launch/configs/ds_fp32.json).
 DEFAULT_DS_CONFIG = {"gradient_clipping": 0.0, "steps_per_print": 1000000000, "wall_clock_breakdown": False}
+# What a launcher (or ``init_process_group`` for a world of one) puts in the environment: a child
+# process that should start its own run must not inherit them.
+LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 BATCH_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
 
 
