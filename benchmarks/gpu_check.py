@@ -8,9 +8,9 @@ Parts (each a subprocess with its own time limit, so one failure leaves the othe
   kernels     ``benchmarks/kernels.py``: each Triton op against eager and ``torch.compile``
   pipeline    ``benchmarks/pipeline.py`` at C=1000, 224 px, torch loader: bf16 + channels_last at
               batch 128 and 256, and fp32 at 128 (each with the BAS-style baseline beside it)
-  deepspeed   ``deepspeed --num_gpus 1 launch/train.py``: 50 steps on a synthetic set
+  deepspeed   ``deepspeed --num_gpus 1 launch/train.py``: one epoch (46 steps) of the pipeline's set
   eval_ops    percentile-max normalization + largest-component boxes of 50,000 maps (224 px) at
-              1,000 thresholds on the GPU, in chunks
+              1,000 thresholds on the GPU, in chunks (in this process: seconds, no time limit)
 ``--dry-run`` runs every part at tiny sizes on the CPU (Triton interpreted, the extension as
 built, the test selection collected rather than run: the CPU test suite runs it; one pipeline
 configuration, bf16 + channels_last), so CI keeps this script working. ``--parts`` picks parts. Targets (the pipeline issue): 5,000 images/s for
@@ -39,17 +39,24 @@ CUDA_TESTS = ["tests/test_ext.py", "tests/test_kernels_foreground_epilogue.py",
 # Sizes of the GPU run and of the dry run.
 PIPELINE_RUNS = {  # name -> (precision, batch, channels_last)
     "bf16_cl_b128": ("bf16", 128, True), "bf16_cl_b256": ("bf16", 256, True), "fp32_b128": ("fp32", 128, False)}
-GPU = dict(pipeline=["--classes", "1000", "--image-size", "224", "--width", "1.0", "--steps", "20",
-                     "--warmup", "5", "--repeats", "2", "--workers", "12", "--synthetic-image-size", "256"],
-           train=["--synthetic-classes", "100", "--synthetic-train-per-class", "64", "--synthetic-image-size", "256",
-                  "--image-size", "224", "--batch-size", "128", "--width", "1.0", "--workers", "12"],
+# One generated set serves every pipeline run and the DeepSpeed run (generating JPEGs takes ~10-40
+# ms each on one core, so it is small: 1,000 classes x 6 images of 128 px; batch 256 wraps to a
+# second epoch). The DeepSpeed run trains one epoch of it (46 steps of 128).
+GPU_DATA = ["--synthetic-image-size", "128"]
+GPU = dict(pipeline=["--classes", "1000", "--per-class", "6", "--image-size", "224", "--width", "1.0", "--steps", "20",
+                     "--warmup", "5", "--repeats", "2", "--workers", "12", *GPU_DATA],
+           train=["--synthetic-classes", "1000", "--synthetic-train-per-class", "6", "--synthetic-test-per-class", "1",
+                  *GPU_DATA, "--image-size", "224", "--batch-size", "128", "--width", "1.0", "--workers", "12"],
            eval_maps=50_000, eval_thresholds=1000, eval_chunk=1000, map_size=224)
-DRY = dict(pipeline=["--classes", "3", "--image-size", "48", "--width", "0.25", "--steps", "1", "--warmup", "1",
-                     "--repeats", "1", "--workers", "0", "--synthetic-image-size", "64"],
-           train=["--synthetic-classes", "3", "--synthetic-train-per-class", "4", "--synthetic-image-size", "64",
-                  "--image-size", "48", "--batch-size", "4", "--width", "0.25", "--workers", "0"],
+DRY = dict(pipeline=["--classes", "3", "--per-class", "4", "--image-size", "48", "--width", "0.25", "--steps", "1",
+                     "--warmup", "1", "--repeats", "1", "--workers", "0", "--synthetic-image-size", "64"],
+           train=["--synthetic-classes", "3", "--synthetic-train-per-class", "4", "--synthetic-test-per-class", "1",
+                  "--synthetic-image-size", "64", "--image-size", "48", "--batch-size", "4", "--width", "0.25",
+                  "--workers", "0"],
            eval_maps=24, eval_thresholds=10, eval_chunk=8, map_size=32)
-LIMITS_S = {"cuda_tests": 300, "kernels": 120, "pipeline": 240, "deepspeed": 150, "eval_ops": 120}
+DATA = "synthetic_data"  # under --out: the set the pipeline runs generate and the DeepSpeed run reads
+# Seconds each subprocess may run (about 9 minutes in all, inside one 10-minute device call).
+LIMITS_S = {"cuda_build": 140, "cuda_tests": 80, "kernels": 60, "generate": 90, "pipeline_run": 50, "deepspeed": 80}
 
 
 def run(command: list[str], log: Path, limit_s: int, env: dict | None = None) -> dict:
@@ -73,13 +80,14 @@ def run(command: list[str], log: Path, limit_s: int, env: dict | None = None) ->
 def cuda_tests(args, out: Path) -> dict:
     log, steps = out / "cuda_tests.log", []
     if args.dry_run:
-        steps.append(run([sys.executable, "-m", "pytest", "--collect-only", "-q", *CUDA_TESTS], log, 120))
+        steps.append(run([sys.executable, "-m", "pytest", "--collect-only", "-q", *CUDA_TESTS], log,
+                         LIMITS_S["cuda_tests"]))
     else:
         steps.append(run([sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps",
-                          "--use-pep517", "-e", "."], log, 240,
+                          "--use-pep517", "-e", "."], log, LIMITS_S["cuda_build"],
                          env={"FORCE_CUDA": "1", "TORCH_CUDA_ARCH_LIST": "9.0", "MAX_JOBS": str(os.cpu_count())}))
         if steps[-1]["rc"] == 0:
-            steps.append(run([sys.executable, "-m", "pytest", "-q", "-x", *CUDA_TESTS], log, 240))
+            steps.append(run([sys.executable, "-m", "pytest", "-q", "-x", *CUDA_TESTS], log, LIMITS_S["cuda_tests"]))
     return {"steps": steps}
 
 
@@ -99,9 +107,9 @@ def pipeline(args, out: Path) -> dict:
         path = out / f"pipeline_{name}.json"
         command = [sys.executable, "benchmarks/pipeline.py", *sizes["pipeline"], "--loader", "torch",
                    "--precision", precision, "--batch-size", str(batch), "--device", args.device,
-                   "--data-root", str(out / "pipeline_data"), "--out", str(path)]
-        steps.append(run(command + ["--channels-last"] * channels_last, out / "pipeline.log",
-                         LIMITS_S["pipeline"] // len(PIPELINE_RUNS) + 60))
+                   "--data-root", str(out / DATA), "--out", str(path)]
+        limit = LIMITS_S["pipeline_run"] + (LIMITS_S["generate"] if not steps else 0)  # the first one generates
+        steps.append(run(command + ["--channels-last"] * channels_last, out / "pipeline.log", limit))
         reports[name] = read_json(path)
     return {"steps": steps, "reports": reports}
 
@@ -109,7 +117,7 @@ def pipeline(args, out: Path) -> dict:
 def deepspeed_run(args, out: Path) -> dict:
     sizes = DRY if args.dry_run else GPU
     launcher = [sys.executable] + ([] if args.dry_run else ["-m", "deepspeed.launcher.runner", "--num_gpus", "1"])
-    command = [*launcher, "launch/train.py", "--dataset", "synthetic", "--data-root", str(out / "train_data"),
+    command = [*launcher, "launch/train.py", "--dataset", "synthetic", "--data-root", str(out / DATA),
                *sizes["train"], "--epochs", "1", "--loader", "torch", "--precision", "bf16" if not args.dry_run
                else "fp32", "--out", str(out / "train_run"), "--log-every", "10"]
     step = run(command, out / "deepspeed.log", LIMITS_S["deepspeed"])

@@ -145,12 +145,12 @@ CASES = {
 DRY_RUN_SHAPES = Shapes(batch=2, classes=3, channels=8, map_size=4, class_map_size=2)
 
 
-def time_ms(fn: Callable[[], object], warmup: int, iters: int, repeats: int = 5) -> float:
+def time_ms(fn: Callable[[], object], warmup: int, iters: int, repeats: int = 5, cuda: bool = True) -> float:
     """Median over ``repeats`` of the mean time of ``iters`` back-to-back calls, CUDA events
-    (the host clock without CUDA: dry runs)."""
+    (``cuda=False``, dry runs: the host clock, once)."""
     for _ in range(warmup):
         fn()
-    if not torch.cuda.is_available():
+    if not cuda:
         start = time.perf_counter()
         for _ in range(iters):
             fn()
@@ -172,7 +172,7 @@ def copy_bandwidth_gbps(warmup: int, iters: int, mib: int = 1024, device: str = 
     """Device-to-device ``copy_`` bandwidth (read + write bytes per second), in GB/s."""
     src = torch.empty(mib * 2**20, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    ms = time_ms(lambda: dst.copy_(src), warmup, iters)
+    ms = time_ms(lambda: dst.copy_(src), warmup, iters, cuda=device == "cuda")
     return 2 * src.numel() / (ms * 1e-3) / 1e9
 
 
@@ -183,13 +183,13 @@ def max_error(got: tuple, expected: tuple) -> float:
 
 
 def run_case(case: Case, dtype: str, implementations: dict[str, Callable], warmup: int, iters: int,
-             copy_gbps: float) -> dict:
+             copy_gbps: float, cuda: bool = True) -> dict:
     """Time every implementation of one case; returns one result row."""
     expected = case.step(implementations["eager"])
     row = {"op": case.op, "dtype": dtype, "min_bytes": case.min_bytes,
            "max_abs_error_vs_eager": max_error(case.step(implementations["triton"]), expected)}
     for name, op in implementations.items():
-        row[f"{name}_ms"] = time_ms(lambda: case.step(op), warmup, iters)
+        row[f"{name}_ms"] = time_ms(lambda: case.step(op), warmup, iters, cuda=cuda)
     row["speedup_vs_eager"] = row["eager_ms"] / row["triton_ms"]
     row["speedup_vs_compile"] = row["compile_ms"] / row["triton_ms"]
     row["triton_gbps"] = case.min_bytes / (row["triton_ms"] * 1e-3) / 1e9
@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     elif not torch.cuda.is_available():
         sys.exit("benchmarks/kernels.py needs a CUDA GPU (none is visible); nothing was timed.")
     from wsol_fast import kernels
+    from wsol_fast.config import COMPILE_BACKEND
     from wsol_fast.kernels.utils import INTERPRETER
     from wsol_fast.ops import training_reference as reference
     if INTERPRETER and not args.dry_run:
@@ -248,12 +249,13 @@ def main(argv: list[str] | None = None) -> None:
     for op in args.ops:
         implementations = {"eager": getattr(reference, op),
                            "compile": torch.compile(getattr(reference, op), dynamic=False,
-                                                    backend="aot_eager" if args.dry_run else "inductor"),
+                                                    backend="aot_eager" if args.dry_run else COMPILE_BACKEND),
                            "triton": getattr(kernels, op)}
         for dtype in args.dtypes:
             torch.manual_seed(0)
             case = CASES[op](shapes, DTYPES[dtype], device)
-            rows.append(run_case(case, dtype, implementations, args.warmup, args.iters, copy_gbps))
+            rows.append(run_case(case, dtype, implementations, args.warmup, args.iters, copy_gbps,
+                                 cuda=not args.dry_run))
             torch.cuda.empty_cache()
     print_table(rows, copy_gbps, device_name)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ from bas_baseline import bas_early_loss, bas_forward  # noqa: E402
 from throughput import PeakRSS, run_steps, synchronize  # noqa: E402
 
 from wsol_fast.cli import train_config, train_parser  # noqa: E402
-from wsol_fast.config import OptimConfig  # noqa: E402
+from wsol_fast.config import PRECISIONS, OptimConfig, RunConfig  # noqa: E402
 from wsol_fast.data import WSOLDataset, scaled_resize  # noqa: E402
 from wsol_fast.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from wsol_fast.engine.optim import build_optimizer  # noqa: E402
@@ -177,10 +177,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.add_argument(f"--{name.replace('_', '-')}", type=float if name == "width" else int,
                             help=f"default per device: {SIZES['cuda'][name]} on CUDA, {SIZES['cpu'][name]} on the CPU")
     parser.add_argument("--loader", choices=("dali", "torch"), default="torch")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--precision", choices=PRECISIONS, default=RunConfig.precision)
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile of forward + loss (ours)")
     parser.add_argument("--synthetic-image-size", type=int, default=256, help="JPEG side of the generated set")
+    parser.add_argument("--per-class", type=int,
+                        help="generated images per class (default: just enough for the warm-up and timed steps)")
     parser.add_argument("--data-root", type=Path, help="default /tmp/wsol_pipeline_<classes>x<per class>_<side>")
     parser.add_argument("--out", type=Path, help="JSON output path")
     args = parser.parse_args(argv)
@@ -188,8 +190,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name, value in SIZES["cuda" if kind == "cuda" else "cpu"].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    needed = (args.warmup + args.steps * args.repeats + 1) * args.batch_size
-    args.per_class = max(1, math.ceil(needed / args.classes))
+    if args.per_class is None:
+        needed = (args.warmup + args.steps * args.repeats + 1) * args.batch_size
+        args.per_class = max(1, math.ceil(needed / args.classes))
     return args
 
 

@@ -70,7 +70,7 @@ from bas_baseline import (  # noqa: E402
 )
 
 from wsol_fast import ops  # noqa: E402
-from wsol_fast.config import OptimConfig  # noqa: E402
+from wsol_fast.config import COMPILE_BACKEND, OptimConfig  # noqa: E402
 from wsol_fast.data import SyntheticSpec, WSOLDataset, load_split, make_loader, scaled_resize  # noqa: E402
 from wsol_fast.engine.evaluate import localization_maps  # noqa: E402
 from wsol_fast.engine.progress import console  # noqa: E402
@@ -167,7 +167,7 @@ def make_step(phase: str, path: str, model: MobileNetBAS, args, mean_maps: torch
                 yield "optimizer"
             return baseline_step
         options = StepOptions(stage=phase, precision=args.precision, channels_last=fused and args.channels_last,
-                              compile="inductor" if fused and args.compile else None)
+                              compile=COMPILE_BACKEND if fused and args.compile else None)
         train_step = TrainStep(PlainEngine(model, optimizer), options, mean_maps)
 
         def project_step(images, labels, eager=False):

@@ -297,6 +297,8 @@ def test_channels_last_batches_hold_the_same_images(split, kind):
     last = make_loader(data, BATCH, channels_last=True, **options)
     plain.set_epoch(1)
     last.set_epoch(1)
-    for (a, labels_a, indices_a), (b, labels_b, indices_b) in zip(plain, last):
+    plain_batches, last_batches = list(plain), list(last)
+    assert len(plain_batches) == len(last_batches) == len(plain) > 0
+    for (a, labels_a, indices_a), (b, labels_b, indices_b) in zip(plain_batches, last_batches):
         assert b.is_contiguous(memory_format=torch.channels_last) and not b.is_contiguous()
         assert torch.equal(a, b) and torch.equal(labels_a, labels_b) and torch.equal(indices_a, indices_b)

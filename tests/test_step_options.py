@@ -1,6 +1,7 @@
 """The speed options of ``launch/train.py`` through the real trainer (DeepSpeed engine +
 ``TrainStep``): bf16 autocast against fp32, channels_last against NCHW, ``torch.compile`` against
 eager; ``--precision bf16`` and the DeepSpeed JSON's ``torch_autocast`` section are one thing."""
+import json
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,19 @@ def test_precision_flag_equals_the_deepspeed_json(tmp_path):
     assert json_trainer.cfg.run.precision == "bf16"
     assert json_totals == flag_totals
     assert_parameters_close(json_params, flag_params, atol=0, rtol=0)
+
+
+def test_the_flag_adds_the_section_of_the_bf16_json():
+    """What ``--precision bf16`` adds is ds_bf16.json's section, communication dtypes included
+    (they matter with several processes only, so the one-process comparison above cannot tell)."""
+    saved = json.loads((ROOT / "launch/configs/ds_bf16.json").read_text())["torch_autocast"]
+    config, precision = distributed.with_precision({}, "bf16")
+    assert precision == "bf16" and config["torch_autocast"] == saved
+
+
+def test_an_unknown_compile_backend_is_refused_before_anything_is_built(tmp_path):
+    with pytest.raises(ValueError, match="--compile 'inductr'"):
+        one_step(tmp_path / "run", "--compile", "inductr")
 
 
 def test_float16_autocast_is_refused(tmp_path):

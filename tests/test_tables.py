@@ -19,8 +19,12 @@ def test_path_table_equals_the_list_it_replaces():
     assert str(table[-1]) == paths[-1] and str(table[1]) == paths[1]
     assert table.take([3, 0, 3]) == [paths[3], paths[0], paths[3]]
     assert table[1:3] == paths[1:3] and table.take([]) == []
-    with pytest.raises(IndexError):
-        table[4]
+    assert table.take([-1, -4]) == [paths[3], paths[0]] and table.strings([2, -3]) == [paths[2], paths[1]]
+    for bad in (4, -5):
+        with pytest.raises(IndexError):
+            table[bad]
+        with pytest.raises(IndexError):
+            table.take([0, bad])
     relative = PathTable.from_names("/data", ["a/x.jpg", "b/z.png"])
     assert relative == ["/data/a/x.jpg", "/data/b/z.png"]
     assert relative.nbytes == len("a/x.jpgb/z.png") + 3 * 8
@@ -101,6 +105,14 @@ def test_a_tampered_or_unsafe_cache_is_not_used(tmp_path):
     assert read_imagenet(root, "train").image_paths == expected
     cache.write_bytes(b"not a zip")
     assert read_imagenet(root, "train").image_paths == expected
+    for damaged in (b"", cache.read_bytes()[:100]):  # empty, truncated
+        cache.write_bytes(damaged)
+        assert read_imagenet(root, "train").image_paths == expected
+    fresh = dict(np.load(cache))  # the current signature, arrays that do not fit together
+    np.savez(cache, **{**fresh, "offsets": fresh["offsets"][:-1]})
+    assert read_imagenet(root, "train").image_paths == expected
+    np.savez(cache, **{**fresh, "labels": fresh["labels"] + 5})
+    assert read_imagenet(root, "train").labels.max() == 2
 
 
 def test_split_scale_benchmark_runs_on_a_small_tree(tmp_path):

@@ -79,12 +79,14 @@ def test_train_flip_happens_for_some_seeds_only():
     assert 3 <= sum(flipped) <= 17
 
 
-def test_train_is_deterministic_given_the_generator_seed():
+def test_train_is_a_function_of_the_drawn_parameters():
     image = random_image(90, 64, seed=1)
     transform = train_transform(48, 56)
-    assert torch.equal(transform(image, *drawn(7, transform)), transform(image, *drawn(7, transform)))
     outputs = {transform(image, *drawn(s, transform)).sum().item() for s in range(6)}
     assert len(outputs) > 1
+    assert torch.equal(transform(image, 8, 8, True), transform(image, 8, 8, True))
+    with pytest.raises(ValueError, match="leaves the 56-px resized image"):
+        transform(image, 9, 0, False)
 
 
 def test_normalization_of_a_constant_image():

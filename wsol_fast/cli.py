@@ -5,7 +5,7 @@ import sys
 
 from .argtypes import (fraction, learning_rate, map_class, non_negative_float, non_negative_int, normalization,
                        positive_float, positive_int, threshold_step, unit_interval)
-from .config import DATASET_DEFAULTS, PRECISIONS, DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from .config import COMPILE_BACKEND, DATASET_DEFAULTS, PRECISIONS, DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from .data.records import ImageReadError
 from .losses import BACKGROUND_RULES, DATASET_LOSS_WEIGHTS
 
@@ -73,12 +73,12 @@ def train_parser() -> argparse.ArgumentParser:
                              "float atomics (slower; CPU runs are reproducible without it)")
     add_data_arguments(parser)
     speed = parser.add_argument_group("speed")
-    speed.add_argument("--precision", choices=PRECISIONS, default="fp32",
+    speed.add_argument("--precision", choices=PRECISIONS, default=RunConfig.precision,
                        help="bf16: autocast of forward + loss (convolutions in bf16; BatchNorm, master weights and "
                             "optimizer state fp32), the same as --deepspeed_config launch/configs/ds_bf16.json")
     speed.add_argument("--channels-last", action="store_true", help="model and batches in channels_last memory format")
-    speed.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
-                       help="torch.compile of forward + loss (backend: inductor unless named)")
+    speed.add_argument("--compile", nargs="?", const=COMPILE_BACKEND, metavar="BACKEND",
+                       help=f"torch.compile of forward + loss (backend: {COMPILE_BACKEND} unless named)")
     distributed = parser.add_argument_group("distributed (run under `deepspeed launch/train.py ...`)")
     distributed.add_argument("--grad-accum", type=positive_int, default=1,
                              help="micro-batches per optimizer step; --batch-size is the global batch "

@@ -2,6 +2,7 @@
 from dataclasses import asdict, dataclass, field, fields
 
 PRECISIONS = ("fp32", "bf16")  # bf16: autocast of forward + loss; BatchNorm and master weights fp32
+COMPILE_BACKEND = "inductor"  # torch.compile's backend when --compile names none
 
 
 @dataclass

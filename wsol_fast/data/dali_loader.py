@@ -101,7 +101,7 @@ class DaliLoader(SampleLoader):
         """A built pipeline reading ``samples`` in order (GPU decoding falls back to the CPU, loudly)."""
         data = self.dataset
         resize = data.resize if data.eval_protocol == "bas" or data.train else data.image_size
-        arguments = dict(files=[str(data.split.image_paths[i]) for i in samples], indices=samples.tolist(),
+        arguments = dict(files=data.split.image_paths.strings(samples), indices=samples.tolist(),
                          image_size=data.image_size, resize=resize, batch_size=self.batch_size,
                          num_threads=self.num_threads, prefetch=PREFETCH,
                          params_source=None if self.phase == "evaluation" else self.params_source(samples),

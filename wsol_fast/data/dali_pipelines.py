@@ -4,7 +4,8 @@ Every graph reads a host-chosen list of files in that order (``fn.readers.file``
 ``labels`` = dataset sample indices, ``pad_last_batch=True``: the last batch repeats the last
 sample, and the loader drops those repeats), decodes on ``decoder_device`` ("cpu": libjpeg-turbo
 in DALI's threads; "mixed": nvJPEG on the GPU, after which every operator runs on the GPU) and
-returns ``(images (B, 3, S, S) float32 ImageNet-normalized, indices (B,) int32)``.
+returns ``(images (B, 3, S, S) float32 ImageNet-normalized, indices (B,) int32)`` ((B, S, S, 3)
+with ``layout="HWC"``).
 The random parts of training (crop position, flip, resized-crop box) are drawn on the host from
 ``(seed, epoch, index)`` exactly as the torch path draws them (``augmentation``), and are fed as
 one array per batch through ``fn.external_source``; the graphs themselves hold no random operator.

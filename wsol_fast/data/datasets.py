@@ -294,6 +294,16 @@ class SkippingDataset(Dataset):
         except ImageReadError as error:
             return None, int(index), str(error)
 
+    def __getitems__(self, indices: list[int]) -> list:
+        """The dataset's batch fetch; item by item only for a batch that holds a bad image."""
+        fetch = getattr(self.dataset, "__getitems__", None)
+        if fetch is not None:
+            try:
+                return fetch(indices)
+            except ImageReadError:
+                pass
+        return [self[index] for index in indices]
+
 
 def collate(samples: list, channels_last: bool = False):
     """``default_collate``, the images in channels_last memory when asked (in the worker)."""

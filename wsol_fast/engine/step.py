@@ -35,6 +35,10 @@ class StepOptions:
             raise ValueError(f"StepOptions.stage must be one of {STAGES}, got {self.stage!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"StepOptions.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.compile is not None:
+            backends = torch._dynamo.list_backends(exclude_tags=())
+            if self.compile not in backends:
+                raise ValueError(f"--compile {self.compile!r}: torch.compile knows the backends {', '.join(backends)}")
 
 
 def stage_loss(model, images: torch.Tensor, labels: torch.Tensor, stage: str, loss: LossConfig,

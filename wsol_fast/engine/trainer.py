@@ -92,7 +92,7 @@ class EpochStats:
         """Add one micro-batch's ``TrainStep.step`` results (loss terms and ``correct``)."""
         for name, value in results.items():
             if name != "correct":
-                self.parts[name] = self.parts.get(name, 0.0) + value.float()
+                self.parts[name] = self.parts.get(name, 0.0) + value.detach().float()
         self.correct = self.correct + results["correct"]
         self.images += batch
         self.steps += 1
@@ -146,9 +146,11 @@ class Trainer:
         self.world = distributed.world_size()
         self.train_set = train_set
         data, accum = cfg.data, cfg.optim.grad_accum
+        source = cfg.run.deepspeed_config or "the default DeepSpeed config"
         ds_config = distributed.with_batch_sizes(distributed.load_ds_config(cfg.run.deepspeed_config),
-                                                 data.batch_size, accum, self.world,
-                                                 cfg.run.deepspeed_config or "the default DeepSpeed config")
+                                                 data.batch_size, accum, self.world, source)
+        ds_config, cfg.run.precision = distributed.with_precision(ds_config, cfg.run.precision, source)
+        options = step_options(cfg)  # checked here, before the loader and the engine are built
         self.micro_batch = ds_config["train_micro_batch_size_per_gpu"]
         self.loader = make_loader(train_set, self.micro_batch, loader=data.loader, shuffle=True,
                                   drop_last=len(train_set) >= data.batch_size, workers=data.workers,
@@ -159,8 +161,6 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ValueError(f"no training step: {len(train_set)} images make {len(self.loader)} batches of "
                              f"{self.micro_batch} per process, fewer than --grad-accum {accum}")
-        ds_config, cfg.run.precision = distributed.with_precision(
-            ds_config, cfg.run.precision, cfg.run.deepspeed_config or "the default DeepSpeed config")
         if cfg.run.sync_bn:
             model = distributed.convert_sync_batchnorm(model, on_gpu=self.device.type == "cuda")
         optimizer = build_optimizer(model, cfg.optim)
@@ -171,7 +171,7 @@ class Trainer:
         self.model = self.engine.module
         self.mean_maps = mean_maps
         mean_maps_device = None if mean_maps is None else mean_maps.maps.to(self.device)
-        self.training_step = TrainStep(self.engine, step_options(cfg), mean_maps_device)
+        self.training_step = TrainStep(self.engine, options, mean_maps_device)
         self.epoch = 0  # epochs completed
         self.step_in_epoch = 0  # optimizer steps done in the current epoch
         self.stats = EpochStats()
