@@ -128,3 +128,21 @@ def test_split_scale_benchmark_runs_on_a_small_tree(tmp_path):
         assert report[run]["images"] == 100 and report[run]["seconds"] > 0
     assert report["cached"]["columns_mb"] < 0.1 and report["cached"]["worker_private_dirty_mb"] >= 0
     assert (tmp_path / "tree" / ".wsol_fast" / listing_cache.NAME).is_file()
+
+
+def test_a_listed_split_skips_the_start_up_file_check_and_still_names_a_bad_file(tmp_path, monkeypatch):
+    """ImageNet ``train/`` paths come from listing the folders: the loader does not stat them all
+    at start-up (over a minute at 1.28 M files); a file emptied since fails when read, by name."""
+    from wsol_fast.data import WSOLDataset, datasets, make_loader
+    from wsol_fast.data.records import ImageReadError
+
+    root = make_train_tree(tmp_path / "imagenet", classes=2, per_class=2)
+    split = read_imagenet(root, "train")
+    assert split.files_listed and split.subset([0, 1]).files_listed
+
+    def no_check(*args, **kwargs):
+        raise AssertionError("every file was checked at start-up")
+    monkeypatch.setattr(datasets, "find_problems", no_check)
+    loader = make_loader(WSOLDataset(split, train=True, image_size=16, resize=18), 2, loader="torch", workers=0)
+    with pytest.raises(ImageReadError, match="n00000000_0.JPEG"):
+        next(iter(loader))

@@ -206,15 +206,18 @@ def epoch_indices(candidates: np.ndarray, shuffle: bool, seed: int, epoch: int, 
     return candidates[start:stop]
 
 
-def checked_indices(paths: list[Path], skip_bad_images: bool, unsupported: tuple[str, ...] = ()
-                    ) -> tuple[np.ndarray, list]:
+def checked_indices(paths: list[Path], skip_bad_images: bool, unsupported: tuple[str, ...] = (),
+                    listed: bool = False) -> tuple[np.ndarray, list]:
     """``(indices to read (N',) int64, skipped [(index, path, problem)])`` of ``paths``.
 
     Every file must exist and be non-empty, else ImageReadError naming the files; with
     ``skip_bad_images`` such files, and files that fail ``dali_files.header_problem`` (unknown
     format, a format in ``unsupported`` by the loader, truncated JPEG/PNG), are left out and
-    counted instead.
+    counted instead. ``listed`` (paths from a folder listing, which exist) without
+    ``skip_bad_images``: nothing to check.
     """
+    if listed and not skip_bad_images:
+        return np.arange(len(paths), dtype=np.int64), []
     check = partial(header_problem, unsupported=unsupported) if skip_bad_images else file_problem
     problems = find_problems(paths, range(len(paths)), check)
     if problems and not skip_bad_images:
@@ -249,7 +252,7 @@ class SampleLoader:
         self.epoch = 0
         self.start_batch = 0
         self.candidates, self.skipped = checked_indices(dataset.split.image_paths, skip_bad_images,
-                                                        self.undecodable_formats)
+                                                        self.undecodable_formats, dataset.split.files_listed)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the order (training) and augmentation of epoch ``epoch``, starting at its batch

@@ -127,7 +127,8 @@ def _read_train(root: Path) -> WSOLSplit:
     if not len(paths):
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {train_dir}/<wnid>/")
     return WSOLSplit(root=root, image_paths=paths, labels=labels, boxes=BoxTable.empty(len(paths)),
-                     sizes=np.full((len(paths), 2), UNKNOWN_SIZE, dtype=np.int64), class_names=wnids)
+                     sizes=np.full((len(paths), 2), UNKNOWN_SIZE, dtype=np.int64), class_names=wnids,
+                     files_listed=True)
 
 
 class _Annotation(NamedTuple):
