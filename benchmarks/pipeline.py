@@ -104,18 +104,10 @@ def build_ours(args, root: Path, out: Path):
     trainer = Trainer(cfg, MobileNetBAS(split.num_classes, args.width), dataset)
     trainer.model.train()
     batches = endless(trainer.loader, trainer.device, trainer.loader.set_epoch)
-    steps = trainer.training_step
     stats = EpochStats()
 
-    def step(images, labels, eager=False):
-        forward = steps.forward_loss_eager if eager else steps.forward_loss
-        total, parts = forward(steps.prepare(images), labels)
-        yield "forward"
-        steps.backward(total)
-        yield "backward"
-        steps.optimizer_step()
-        stats.add({"loss": total.detach(), **parts}, len(labels))
-        yield "optimizer"
+    def step(images, labels, eager=False):  # TrainStep's stages, then the trainer's loss sums
+        stats.add((yield from trainer.training_step.stages(images, labels, eager)), len(labels))
     return trainer, step, batches, split
 
 

@@ -170,15 +170,7 @@ def make_step(phase: str, path: str, model: MobileNetBAS, args, mean_maps: torch
                               compile=COMPILE_BACKEND if fused and args.compile else None)
         train_step = TrainStep(PlainEngine(model, optimizer), options, mean_maps)
 
-        def project_step(images, labels, eager=False):
-            forward_loss = train_step.forward_loss_eager if eager else train_step.forward_loss
-            total, _ = forward_loss(train_step.prepare(images), labels)
-            yield "forward"
-            train_step.backward(total)
-            yield "backward"
-            train_step.optimizer_step()
-            yield "optimizer"
-        return project_step
+        return train_step.stages
 
     model.eval()
     if fused and args.channels_last:

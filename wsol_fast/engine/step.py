@@ -125,3 +125,15 @@ class TrainStep:
         self.backward(total)
         self.optimizer_step()
         return {"loss": total.detach(), **{name: value.detach() for name, value in parts.items()}}
+
+    def stages(self, images: torch.Tensor, labels: torch.Tensor, eager: bool = False):
+        """``step`` as a generator for benchmarks: yields "forward", "backward", "optimizer" as each
+        phase's work is issued and returns ``step``'s results; ``eager`` skips ``torch.compile``."""
+        forward_loss = self.forward_loss_eager if eager else self.forward_loss
+        total, parts = forward_loss(self.prepare(images), labels)
+        yield "forward"
+        self.backward(total)
+        yield "backward"
+        self.optimizer_step()
+        yield "optimizer"
+        return {"loss": total.detach(), **{name: value.detach() for name, value in parts.items()}}
