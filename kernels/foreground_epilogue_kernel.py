@@ -8,14 +8,15 @@ Forward:  fg = sigmoid(x);  area[b] = mean_{h,w} fg[b];  pooled = avgpool2x2(fg)
 Backward: dL/dx = fg (1 - fg) (dL/dfg + dL/darea[b] / (H W) + dL/dpooled[h//2, w//2] / 4),
           with fg recomputed from x; an upstream gradient autograd leaves out is skipped, not
           read as zeros.
-Layout: one program per sample, looping over tiles of (pooled pixel, 2x2 quad): the pool is a
-sum over the tile's last axis, the area a sum over the whole tile.
+Layout: programs (sample, split), each looping over every splits-th tile of (pooled pixel, 2x2
+quad) of its sample: the pool is a sum over the tile's last axis; each program writes its share
+of the area (float32), and a deterministic sum over the splits adds them.
 """
 import torch
 import triton
 import triton.language as tl
 
-from .utils import check_launchable, check_shape, num_warps, on_device
+from .utils import check_launchable, check_shape, num_warps, on_device, split_plan, target_programs
 
 
 @triton.jit
@@ -33,12 +34,14 @@ def _quad_tile(p_start, W, P, BLOCK_P: tl.constexpr):
 
 
 @triton.jit
-def _forward_kernel(logits_ptr, fg_ptr, area_ptr, pooled_ptr, W, HW, P,
+def _forward_kernel(logits_ptr, fg_ptr, partial_area_ptr, pooled_ptr, W, HW, P,
                     BLOCK_P: tl.constexpr):
     sample = tl.program_id(0).to(tl.int64)
+    split = tl.program_id(1)
+    splits = tl.num_programs(1)
     total = tl.zeros([BLOCK_P], dtype=tl.float32)
-    for p_start in range(0, P, BLOCK_P):
-        p, offsets, mask = _quad_tile(p_start, W, P, BLOCK_P)
+    for tile in range(split, tl.cdiv(P, BLOCK_P), splits):
+        p, offsets, mask = _quad_tile(tile * BLOCK_P, W, P, BLOCK_P)
         x = tl.load(logits_ptr + sample * HW + offsets, mask=mask, other=0.0).to(tl.float32)
         fg = tl.where(mask, tl.sigmoid(x), 0.0)
         tl.store(fg_ptr + sample * HW + offsets, fg.to(fg_ptr.dtype.element_ty), mask=mask)
@@ -46,7 +49,7 @@ def _forward_kernel(logits_ptr, fg_ptr, area_ptr, pooled_ptr, W, HW, P,
         tl.store(pooled_ptr + sample * P + p, (quad_sum * 0.25).to(pooled_ptr.dtype.element_ty),
                  mask=p < P)
         total += quad_sum
-    tl.store(area_ptr + sample, (tl.sum(total, axis=0) / HW).to(area_ptr.dtype.element_ty))
+    tl.store(partial_area_ptr + sample * splits + split, tl.sum(total, axis=0))
 
 
 @triton.jit
@@ -57,8 +60,8 @@ def _backward_kernel(logits_ptr, grad_fg_ptr, grad_area_ptr, grad_pooled_ptr, gr
     grad_area = 0.0
     if HAS_GRAD_AREA:
         grad_area = tl.load(grad_area_ptr + sample).to(tl.float32) / HW
-    for p_start in range(0, P, BLOCK_P):
-        p, offsets, mask = _quad_tile(p_start, W, P, BLOCK_P)
+    for tile in range(tl.program_id(1), tl.cdiv(P, BLOCK_P), tl.num_programs(1)):
+        p, offsets, mask = _quad_tile(tile * BLOCK_P, W, P, BLOCK_P)
         fg = tl.sigmoid(tl.load(logits_ptr + sample * HW + offsets, mask=mask, other=0.0).to(tl.float32))
         grad = tl.zeros([BLOCK_P, 4], dtype=tl.float32) + grad_area
         if HAS_GRAD_FG:
@@ -71,9 +74,13 @@ def _backward_kernel(logits_ptr, grad_fg_ptr, grad_area_ptr, grad_pooled_ptr, gr
                  grad_logits.to(grad_logits_ptr.dtype.element_ty), mask=mask)
 
 
-def _launch_config(height: int, width: int) -> tuple[int, int]:
-    block_p = min(1024, triton.next_power_of_2(height * width // 4))
-    return block_p, num_warps(4 * block_p)
+def _launch_config(logits: torch.Tensor) -> tuple[tuple[int, int], int, int]:
+    """(grid, BLOCK_P, warps) for logits (B, 1, H, W): tiles of up to 1024 quads, each sample
+    split over several programs when the batch alone cannot fill the GPU."""
+    batch, _, height, width = logits.shape
+    block_p, splits = split_plan(batch, height * width // 4, max_block=1024, min_block=64,
+                                 programs=target_programs(logits.device))
+    return (batch, splits), block_p, num_warps(4 * block_p)
 
 
 class ForegroundEpilogue(torch.autograd.Function):
@@ -84,12 +91,13 @@ class ForegroundEpilogue(torch.autograd.Function):
         logits = logits.contiguous()
         batch, _, height, width = logits.shape
         fg = torch.empty_like(logits)
-        area = logits.new_empty(batch)
         pooled = logits.new_empty(batch, 1, height // 2, width // 2)
-        block_p, warps = _launch_config(height, width)
+        grid, block_p, warps = _launch_config(logits)
+        partial_area = torch.empty(grid, dtype=torch.float32, device=logits.device)
         with on_device(logits):
-            _forward_kernel[(batch,)](logits, fg, area, pooled, width, height * width,
-                                      height * width // 4, BLOCK_P=block_p, num_warps=warps)
+            _forward_kernel[grid](logits, fg, partial_area, pooled, width, height * width,
+                                  height * width // 4, BLOCK_P=block_p, num_warps=warps)
+        area = (partial_area.sum(1) / (height * width)).to(logits.dtype)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(logits)
         return fg, area, pooled
@@ -99,11 +107,11 @@ class ForegroundEpilogue(torch.autograd.Function):
         if grad_fg is None and grad_area is None and grad_pooled is None:
             return None
         (logits,) = ctx.saved_tensors
-        batch, _, height, width = logits.shape
+        height, width = logits.shape[2:]
         grad_logits = torch.empty_like(logits)
-        block_p, warps = _launch_config(height, width)
+        grid, block_p, warps = _launch_config(logits)
         with on_device(logits):
-            _backward_kernel[(batch,)](
+            _backward_kernel[grid](
                 logits,
                 grad_fg.contiguous() if grad_fg is not None else logits,
                 grad_area.contiguous() if grad_area is not None else logits,

@@ -5,30 +5,33 @@ Shapes: fg (B, 1, H, W) any float dtype, mean_maps (C, H, W) any float dtype (a 
 it must not require grad), labels (B,) int32/int64 in [0, C) -> loss () float32.
 
 Forward:  loss = sum_{b,s} |fg[b, s] - mean_maps[labels[b], s]| / (B H W): one kernel writes each
-          sample's share (float32), a deterministic sum adds them.
+          program's share (float32), a deterministic sum adds them.
 Backward: dL/dfg[b, s] = dL/dloss sign(fg[b, s] - mean_maps[labels[b], s]) / (B H W) (sign 0 at
           0, as torch.abs), in fg's dtype; dL/dloss is read on the device, no host sync.
-Layout: one program per sample, looping over pixel blocks.
+Layout: programs (sample, split), each looping over every splits-th pixel block of its sample.
 """
 import torch
 import triton
 import triton.language as tl
 
-from .utils import check_labels, check_launchable, check_same_device, check_shape, num_warps, on_device
+from .utils import (check_labels, check_launchable, check_same_device, check_shape, num_warps, on_device,
+                    split_plan, target_programs)
 
 
 @triton.jit
 def _forward_kernel(fg_ptr, mean_maps_ptr, labels_ptr, share_ptr, HW, N, BLOCK: tl.constexpr):
     sample = tl.program_id(0).to(tl.int64)
+    split = tl.program_id(1)
+    splits = tl.num_programs(1)
     label = tl.load(labels_ptr + sample).to(tl.int64)
     acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for s_start in range(0, HW, BLOCK):
-        s = s_start + tl.arange(0, BLOCK)
+    for tile in range(split, tl.cdiv(HW, BLOCK), splits):
+        s = tile * BLOCK + tl.arange(0, BLOCK)
         mask = s < HW
         fg = tl.load(fg_ptr + sample * HW + s, mask=mask, other=0.0).to(tl.float32)
         target = tl.load(mean_maps_ptr + label * HW + s, mask=mask, other=0.0).to(tl.float32)
         acc += tl.abs(fg - target)
-    tl.store(share_ptr + sample, tl.sum(acc, axis=0) / N)
+    tl.store(share_ptr + sample * splits + split, tl.sum(acc, axis=0) / N)
 
 
 @triton.jit
@@ -37,8 +40,8 @@ def _backward_kernel(fg_ptr, mean_maps_ptr, labels_ptr, grad_loss_ptr, grad_fg_p
     sample = tl.program_id(0).to(tl.int64)
     label = tl.load(labels_ptr + sample).to(tl.int64)
     scale = tl.load(grad_loss_ptr).to(tl.float32) / N
-    for s_start in range(0, HW, BLOCK):
-        s = s_start + tl.arange(0, BLOCK)
+    for tile in range(tl.program_id(1), tl.cdiv(HW, BLOCK), tl.num_programs(1)):
+        s = tile * BLOCK + tl.arange(0, BLOCK)
         mask = s < HW
         fg = tl.load(fg_ptr + sample * HW + s, mask=mask, other=0.0).to(tl.float32)
         target = tl.load(mean_maps_ptr + label * HW + s, mask=mask, other=0.0).to(tl.float32)
@@ -47,8 +50,13 @@ def _backward_kernel(fg_ptr, mean_maps_ptr, labels_ptr, grad_loss_ptr, grad_fg_p
         tl.store(grad_fg_ptr + sample * HW + s, (scale * sign).to(grad_fg_ptr.dtype.element_ty), mask=mask)
 
 
-def _block(pixels: int) -> int:
-    return min(1024, triton.next_power_of_2(pixels))
+def _launch_config(fg: torch.Tensor) -> tuple[tuple[int, int], int]:
+    """(grid, BLOCK) for fg (B, 1, H, W): blocks of up to 1024 pixels, each sample split over
+    several programs when the batch alone cannot fill the GPU."""
+    batch = fg.shape[0]
+    block, splits = split_plan(batch, fg.numel() // batch, max_block=1024, min_block=256,
+                               programs=target_programs(fg.device))
+    return (batch, splits), block
 
 
 class MeanMapL1(torch.autograd.Function):
@@ -58,13 +66,12 @@ class MeanMapL1(torch.autograd.Function):
     def forward(ctx, fg: torch.Tensor, mean_maps: torch.Tensor, labels: torch.Tensor):
         fg = fg.contiguous()
         mean_maps = mean_maps.contiguous()
-        batch = fg.shape[0]
-        pixels = fg.numel() // batch
-        share = torch.empty(batch, dtype=torch.float32, device=fg.device)
-        block = _block(pixels)
+        pixels = fg.numel() // fg.shape[0]
+        grid, block = _launch_config(fg)
+        share = torch.empty(grid, dtype=torch.float32, device=fg.device)
         with on_device(fg):
-            _forward_kernel[(batch,)](fg, mean_maps, labels, share, pixels, fg.numel(),
-                                      BLOCK=block, num_warps=num_warps(block))
+            _forward_kernel[grid](fg, mean_maps, labels, share, pixels, fg.numel(),
+                                  BLOCK=block, num_warps=num_warps(block))
         ctx.save_for_backward(fg, mean_maps, labels)
         return share.sum()
 
@@ -73,13 +80,12 @@ class MeanMapL1(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return None, None, None
         fg, mean_maps, labels = ctx.saved_tensors
-        batch = fg.shape[0]
-        pixels = fg.numel() // batch
+        pixels = fg.numel() // fg.shape[0]
         grad_fg = torch.empty_like(fg)
-        block = _block(pixels)
+        grid, block = _launch_config(fg)
         with on_device(fg):
-            _backward_kernel[(batch,)](fg, mean_maps, labels, grad_loss.float().contiguous(), grad_fg,
-                                       pixels, fg.numel(), BLOCK=block, num_warps=num_warps(block))
+            _backward_kernel[grid](fg, mean_maps, labels, grad_loss.float().contiguous(), grad_fg,
+                                   pixels, fg.numel(), BLOCK=block, num_warps=num_warps(block))
         return grad_fg, None, None
 
 

@@ -22,6 +22,8 @@ if INTERPRETER and not isinstance(tl.zeros, InterpretedFunction):
         "e.g. at the top of tests/conftest.py")
 
 _LABEL_DTYPES = (torch.int32, torch.int64)
+PROGRAMS_PER_SM = 4
+INTERPRETER_PROGRAMS = 8
 
 
 def check_launchable(name: str, tensor: torch.Tensor) -> None:
@@ -77,6 +79,27 @@ def tile_shape(channels: int, pixels: int, channel_stride: int, pixel_stride: in
         block_c, block_p = 32, 128
     return (min(block_c, triton.next_power_of_2(channels)),
             min(block_p, triton.next_power_of_2(pixels)))
+
+
+def target_programs(device: torch.device) -> int:
+    """Programs a launch over a batch aims for: ``PROGRAMS_PER_SM`` per SM of a GPU (a batch of
+    32 maps would leave most of 132 SMs idle); ``INTERPRETER_PROGRAMS`` under the interpreter,
+    small so that tests run split launches quickly."""
+    if device.type == "cuda":
+        return PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+    return INTERPRETER_PROGRAMS
+
+
+def split_plan(batch: int, items: int, max_block: int, min_block: int, programs: int) -> tuple[int, int]:
+    """(block, splits) for a launch of ``batch * splits`` programs over samples of ``items``
+    elements: tiles of ``block`` elements (a power of two), and each sample's tiles dealt out to
+    ``splits`` programs. While the batch has fewer tiles than ``programs``, the block halves
+    (down to ``min_block``), then each sample takes up to ``programs / batch`` programs."""
+    block = min(max_block, triton.next_power_of_2(items))
+    while block > min_block and batch * triton.cdiv(items, block) < programs:
+        block //= 2
+    splits = min(triton.cdiv(items, block), max(1, triton.cdiv(programs, batch)))
+    return block, splits
 
 
 def num_warps(elements: int) -> int:
