@@ -24,7 +24,6 @@ namespace block {
 #ifdef __CUDACC__
 #define WSOL_DEVICE __device__ __forceinline__
 WSOL_DEVICE int atomic_add(int* target, int value) { return atomicAdd(target, value); }
-WSOL_DEVICE unsigned atomic_add(unsigned* target, unsigned value) { return atomicAdd(target, value); }
 WSOL_DEVICE int atomic_min(int* target, int value) { return atomicMin(target, value); }
 WSOL_DEVICE int atomic_max(int* target, int value) { return atomicMax(target, value); }
 WSOL_DEVICE unsigned long long atomic_max(unsigned long long* target, unsigned long long value) {
@@ -125,6 +124,23 @@ struct SelectShared {
   int bad;
 };
 
+// histogram[bin] += 1 where counted. On the GPU the lanes of a warp that count the same bin add
+// their number in one atomic: a map's candidates crowd into 1-3 bins in the first rounds (a
+// sigmoid map shares its exponent byte), and one shared-memory atomic per pixel would then
+// serialize the block. Warp-collective: every lane of a full warp calls it in the same turn (the
+// kernels launch whole warps). The emulation adds one by one, which gives the same counts.
+WSOL_DEVICE void count_into_histogram(unsigned* histogram, unsigned bin, bool counted) {
+#ifdef __CUDACC__
+  const unsigned peers = __match_any_sync(0xFFFFFFFFu, counted ? bin : 256u);
+  const int lane = static_cast<int>(threadIdx.x & 31u);
+  if (counted && lane == __ffs(static_cast<int>(peers)) - 1) {
+    atomicAdd(&histogram[bin], static_cast<unsigned>(__popc(peers)));
+  }
+#else
+  if (counted) ++histogram[bin];
+#endif
+}
+
 // The rank-th smallest (0-based) of values[0, n) in the compute type T, one byte of the key
 // per round: count the candidates' next byte, keep the byte holding the rank.
 template <typename T, class Exec, typename scalar_t>
@@ -139,9 +155,13 @@ WSOL_DEVICE T select_rank(Exec& ex, SelectShared& sh, const scalar_t* values, lo
     });
     ex.barrier();
     ex.each([&](int thread) {
-      for (long long i = thread; i < n; i += ex.threads()) {
-        const Key key = order_key(static_cast<T>(values[i]));
-        if ((key & mask) == prefix) atomic_add(&sh.histogram[(key >> shift) & 0xFF], 1u);
+      // Every thread takes the same number of turns (count_into_histogram is warp-collective).
+      for (long long start = 0; start < n; start += ex.threads()) {
+        const long long i = start + thread;
+        Key key = 0;
+        if (i < n) key = order_key(static_cast<T>(values[i]));
+        count_into_histogram(sh.histogram, static_cast<unsigned>((key >> shift) & 0xFF),
+                             i < n && (key & mask) == prefix);
       }
     });
     ex.barrier();

@@ -15,6 +15,7 @@ namespace wsol {
 namespace {
 
 constexpr int kThreads = 256;
+static_assert(kThreads % 32 == 0, "block::count_into_histogram needs whole warps");
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) normalize_kernel(const scalar_t* maps, long long count,
