@@ -13,7 +13,9 @@ over all channels.
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
+from .library import fused_op
 from .utils import check_launchable, check_same_device, check_shape, num_warps, on_device, tile_shape
 
 
@@ -54,40 +56,55 @@ def _backward_kernel(grad_ptr, x_ptr, grad_fg_ptr, K, HW,
     tl.store(grad_fg_ptr + sample * HW + s, grad_fg.to(grad_fg_ptr.dtype.element_ty), mask=s_mask)
 
 
-class BackgroundProduct(torch.autograd.Function):
-    """(x4, fg) -> x4 * (1 - fg), gradient to fg only; see the module docstring."""
+def _allocate(x4: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x4 flattened to (B, K, H W) (a view for contiguous and channels-last layouts, else a
+    copy) and an uninitialized output of its layout (so the (B, K, H, W) view never copies)."""
+    x = x4.flatten(2)
+    return x, torch.empty_like(x)
 
-    @staticmethod
-    def forward(ctx, x4: torch.Tensor, fg: torch.Tensor):
-        batch, channels, height, width = x4.shape
-        pixels = height * width
-        x = x4.detach().flatten(2)  # a view for contiguous and channels-last layouts, else a copy
-        out_flat = torch.empty_like(x)  # x's layout: the (B, K, H, W) view below never copies
-        out = out_flat.view(x4.shape)
-        block_k, block_s = tile_shape(channels, pixels, x.stride(1), x.stride(2))
-        grid = (triton.cdiv(pixels, block_s), triton.cdiv(channels, block_k), batch)
-        with on_device(x):
-            _forward_kernel[grid](x, fg.detach().contiguous(), out_flat, channels, pixels,
-                                  *x.stride(), *out_flat.stride(),
-                                  BLOCK_K=block_k, BLOCK_S=block_s, num_warps=num_warps(block_k * block_s))
-        ctx.save_for_backward(x)
-        ctx.fg_shape, ctx.fg_dtype = fg.shape, fg.dtype
-        return out
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        if not ctx.needs_input_grad[1]:
-            return None, None
-        (x,) = ctx.saved_tensors
-        batch, channels, pixels = x.shape
-        grad = grad_out.flatten(2)
-        grad_fg = torch.empty(ctx.fg_shape, dtype=ctx.fg_dtype, device=x.device)
-        block_k, block_s = tile_shape(channels, pixels, x.stride(1), x.stride(2))
-        grid = (triton.cdiv(pixels, block_s), batch)
-        with on_device(x):
-            _backward_kernel[grid](grad, x, grad_fg, channels, pixels, *grad.stride(), *x.stride(),
-                                   BLOCK_K=block_k, BLOCK_S=block_s, num_warps=num_warps(block_k * block_s))
-        return None, grad_fg
+@fused_op("background_product", fake=lambda x4, fg: _allocate(x4)[1].view(x4.shape))
+def _forward(x4: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
+    batch, channels, height, width = x4.shape
+    pixels = height * width
+    x, out_flat = _allocate(x4)
+    block_k, block_s = tile_shape(channels, pixels, x.stride(1), x.stride(2))
+    grid = (triton.cdiv(pixels, block_s), triton.cdiv(channels, block_k), batch)
+    with on_device(x):
+        wrap_triton(_forward_kernel)[grid](
+            x, fg.contiguous(), out_flat, channels, pixels, *x.stride(), *out_flat.stride(),
+            BLOCK_K=block_k, BLOCK_S=block_s, num_warps=num_warps(block_k * block_s))
+    return out_flat.view(x4.shape)
+
+
+@fused_op("background_product_backward",
+          fake=lambda grad_out, x4, fg: torch.empty_like(fg, memory_format=torch.contiguous_format))
+def _backward(grad_out: torch.Tensor, x4: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
+    """dL/dfg (fg's shape and dtype) from dL/dout and x4."""
+    channels, height, width = x4.shape[1:]
+    pixels = height * width
+    x, grad = x4.flatten(2), grad_out.flatten(2)
+    grad_fg = torch.empty_like(fg, memory_format=torch.contiguous_format)
+    block_k, block_s = tile_shape(channels, pixels, x.stride(1), x.stride(2))
+    grid = (triton.cdiv(pixels, block_s), x4.shape[0])
+    with on_device(x):
+        wrap_triton(_backward_kernel)[grid](
+            grad, x, grad_fg, channels, pixels, *grad.stride(), *x.stride(),
+            BLOCK_K=block_k, BLOCK_S=block_s, num_warps=num_warps(block_k * block_s))
+    return grad_fg
+
+
+def _save_inputs(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _gradient(ctx, grad_out):
+    if not ctx.needs_input_grad[1]:
+        return None, None
+    return None, _backward(grad_out, *ctx.saved_tensors)
+
+
+torch.library.register_autograd(_forward, _gradient, setup_context=_save_inputs)
 
 
 def background_product(x4: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
@@ -99,4 +116,4 @@ def background_product(x4: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
     check_same_device(x4=x4, fg=fg)
     check_shape("x4", x4, (None, None, None, None))
     check_shape("fg", fg, (x4.shape[0], 1, x4.shape[2], x4.shape[3]))
-    return BackgroundProduct.apply(x4, fg)
+    return _forward(x4.detach(), fg)

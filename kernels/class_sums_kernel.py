@@ -10,7 +10,9 @@ Layout: program (pixel block, sample); the first pixel block of each sample bump
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
+from .library import fused_op
 from .utils import check_labels, check_launchable, check_same_device, check_shape, num_warps, on_device
 
 _COUNT_DTYPES = (torch.int32, torch.int64, torch.float32, torch.float64)
@@ -27,6 +29,16 @@ def _scatter_kernel(maps_ptr, labels_ptr, sums_ptr, counts_ptr, HW, BLOCK: tl.co
     tl.atomic_add(sums_ptr + label * HW + s, values, mask=mask, sem="relaxed")
     if block == 0:
         tl.atomic_add(counts_ptr + label, 1, sem="relaxed")
+
+
+@fused_op("accumulate_class_sums", fake=lambda sums, counts, maps, labels: None,
+          mutates_args=("sums", "counts"))
+def _scatter(sums: torch.Tensor, counts: torch.Tensor, maps: torch.Tensor, labels: torch.Tensor) -> None:
+    pixels = maps.shape[1] * maps.shape[2]
+    block = min(1024, triton.next_power_of_2(pixels))
+    with on_device(maps):
+        wrap_triton(_scatter_kernel)[(triton.cdiv(pixels, block), maps.shape[0])](
+            maps.contiguous(), labels, sums, counts, pixels, BLOCK=block, num_warps=num_warps(block))
 
 
 def accumulate_class_sums(sums: torch.Tensor, counts: torch.Tensor, maps: torch.Tensor,
@@ -49,8 +61,4 @@ def accumulate_class_sums(sums: torch.Tensor, counts: torch.Tensor, maps: torch.
     labels = check_labels(labels, batch, classes)
     if batch == 0:
         return
-    pixels = height * width
-    block = min(1024, triton.next_power_of_2(pixels))
-    with on_device(maps):
-        _scatter_kernel[(triton.cdiv(pixels, block), batch)](
-            maps.detach().contiguous(), labels, sums, counts, pixels, BLOCK=block, num_warps=num_warps(block))
+    _scatter(sums, counts, maps.detach(), labels)

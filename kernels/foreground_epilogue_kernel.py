@@ -15,7 +15,9 @@ of the area (float32), and a deterministic sum over the splits adds them.
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
+from .library import fused_op
 from .utils import check_launchable, check_shape, num_warps, on_device, split_plan, target_programs
 
 
@@ -83,43 +85,59 @@ def _launch_config(logits: torch.Tensor) -> tuple[tuple[int, int], int, int]:
     return (batch, splits), block_p, num_warps(4 * block_p)
 
 
-class ForegroundEpilogue(torch.autograd.Function):
-    """logits (B, 1, H, W) -> (fg, area, pooled); see the module docstring."""
+def _allocate(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Uninitialized fg (B, 1, H, W), area (B,), pooled (B, 1, H/2, W/2) for contiguous logits."""
+    batch, _, height, width = logits.shape
+    return (torch.empty_like(logits), logits.new_empty(batch),
+            logits.new_empty(batch, 1, height // 2, width // 2))
 
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor):
-        logits = logits.contiguous()
-        batch, _, height, width = logits.shape
-        fg = torch.empty_like(logits)
-        pooled = logits.new_empty(batch, 1, height // 2, width // 2)
-        grid, block_p, warps = _launch_config(logits)
-        partial_area = torch.empty(grid, dtype=torch.float32, device=logits.device)
-        with on_device(logits):
-            _forward_kernel[grid](logits, fg, partial_area, pooled, width, height * width,
-                                  height * width // 4, BLOCK_P=block_p, num_warps=warps)
-        area = (partial_area.sum(1) / (height * width)).to(logits.dtype)
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(logits)
-        return fg, area, pooled
 
-    @staticmethod
-    def backward(ctx, grad_fg, grad_area, grad_pooled):
-        if grad_fg is None and grad_area is None and grad_pooled is None:
-            return None
-        (logits,) = ctx.saved_tensors
-        height, width = logits.shape[2:]
-        grad_logits = torch.empty_like(logits)
-        grid, block_p, warps = _launch_config(logits)
-        with on_device(logits):
-            _backward_kernel[grid](
-                logits,
-                grad_fg.contiguous() if grad_fg is not None else logits,
-                grad_area.contiguous() if grad_area is not None else logits,
-                grad_pooled.contiguous() if grad_pooled is not None else logits,
-                grad_logits, width, height * width, height * width // 4,
-                HAS_GRAD_FG=grad_fg is not None, HAS_GRAD_AREA=grad_area is not None,
-                HAS_GRAD_POOLED=grad_pooled is not None, BLOCK_P=block_p, num_warps=warps)
-        return grad_logits
+@fused_op("foreground_epilogue", fake=lambda logits: _allocate(logits.contiguous()))
+def _forward(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    logits = logits.contiguous()
+    height, width = logits.shape[2:]
+    fg, _, pooled = _allocate(logits)
+    grid, block_p, warps = _launch_config(logits)
+    partial_area = torch.empty(grid, dtype=torch.float32, device=logits.device)
+    with on_device(logits):
+        wrap_triton(_forward_kernel)[grid](logits, fg, partial_area, pooled, width, height * width,
+                                           height * width // 4, BLOCK_P=block_p, num_warps=warps)
+    return fg, (partial_area.sum(1) / (height * width)).to(logits.dtype), pooled
+
+
+@fused_op("foreground_epilogue_backward",
+          fake=lambda logits, *grads: torch.empty_like(logits, memory_format=torch.contiguous_format))
+def _backward(logits: torch.Tensor, grad_fg: torch.Tensor | None, grad_area: torch.Tensor | None,
+              grad_pooled: torch.Tensor | None) -> torch.Tensor:
+    """dL/dlogits from the upstream gradients autograd has (None: that output is unused)."""
+    logits = logits.contiguous()
+    height, width = logits.shape[2:]
+    grad_logits = torch.empty_like(logits)
+    grid, block_p, warps = _launch_config(logits)
+    with on_device(logits):
+        wrap_triton(_backward_kernel)[grid](
+            logits,
+            grad_fg.contiguous() if grad_fg is not None else logits,
+            grad_area.contiguous() if grad_area is not None else logits,
+            grad_pooled.contiguous() if grad_pooled is not None else logits,
+            grad_logits, width, height * width, height * width // 4,
+            HAS_GRAD_FG=grad_fg is not None, HAS_GRAD_AREA=grad_area is not None,
+            HAS_GRAD_POOLED=grad_pooled is not None, BLOCK_P=block_p, num_warps=warps)
+    return grad_logits
+
+
+def _save_logits(ctx, inputs, output) -> None:
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(inputs[0])
+
+
+def _gradient(ctx, grad_fg, grad_area, grad_pooled):
+    if grad_fg is None and grad_area is None and grad_pooled is None:
+        return None
+    return _backward(*ctx.saved_tensors, grad_fg, grad_area, grad_pooled)
+
+
+torch.library.register_autograd(_forward, _gradient, setup_context=_save_logits)
 
 
 def foreground_epilogue(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -130,4 +148,4 @@ def foreground_epilogue(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     height, width = logits.shape[2:]
     if height % 2 or width % 2:
         raise ValueError(f"logits has odd spatial size {height}x{width}; the 2x2 pool needs even H and W")
-    return ForegroundEpilogue.apply(logits)
+    return _forward(logits)

@@ -15,7 +15,9 @@ channel block and loops over pixels, the backward gives each a pixel block and l
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
+from .library import fused_op
 from .utils import check_launchable, check_same_device, check_shape, num_warps, on_device, tile_shape
 
 
@@ -67,46 +69,70 @@ def _backward_kernel(grad_ptr, maps_ptr, pooled_ptr, grad_maps_ptr, grad_pooled_
                  mask=s_mask)
 
 
-class GuidedScore(torch.autograd.Function):
-    """(class_maps, pooled) -> score (B, C) float32; see the module docstring."""
+def _score(class_maps: torch.Tensor) -> torch.Tensor:
+    """An uninitialized score (B, C) float32."""
+    return torch.empty(class_maps.shape[:2], dtype=torch.float32, device=class_maps.device)
 
-    @staticmethod
-    def forward(ctx, class_maps: torch.Tensor, pooled: torch.Tensor):
-        batch, classes, height, width = class_maps.shape
-        pixels = height * width
-        maps = class_maps.flatten(2)  # a view for contiguous and channels-last layouts
-        pooled = pooled.contiguous()
-        score = torch.empty(batch, classes, dtype=torch.float32, device=class_maps.device)
-        block_c, block_s = tile_shape(classes, pixels, maps.stride(1), maps.stride(2))
-        grid = (triton.cdiv(classes, block_c), batch)
-        with on_device(maps):
-            _forward_kernel[grid](maps, pooled, score, classes, pixels, *maps.stride(),
-                                  BLOCK_C=block_c, BLOCK_S=block_s, num_warps=num_warps(block_c * block_s))
-        ctx.save_for_backward(class_maps, pooled)
-        return score
 
-    @staticmethod
-    def backward(ctx, grad_score):
-        needs_grad_maps, needs_grad_pooled = ctx.needs_input_grad
-        if not (needs_grad_maps or needs_grad_pooled):
-            return None, None
-        class_maps, pooled = ctx.saved_tensors
-        batch, classes, height, width = class_maps.shape
-        pixels = height * width
-        maps = class_maps.flatten(2)
-        grad_maps_flat = torch.empty_like(maps) if needs_grad_maps else maps  # maps' layout: views never copy
-        grad_maps = grad_maps_flat.view(class_maps.shape) if needs_grad_maps else None
-        grad_pooled = torch.empty_like(pooled) if needs_grad_pooled else None
-        block_c, block_s = tile_shape(classes, pixels, maps.stride(1), maps.stride(2))
-        grid = (triton.cdiv(pixels, block_s), batch)
-        with on_device(maps):
-            _backward_kernel[grid](
-                grad_score.float().contiguous(), maps, pooled, grad_maps_flat,
-                grad_pooled if needs_grad_pooled else pooled, classes, pixels,
-                *maps.stride(), *grad_maps_flat.stride(),
-                NEEDS_GRAD_MAPS=needs_grad_maps, NEEDS_GRAD_POOLED=needs_grad_pooled,
-                BLOCK_C=block_c, BLOCK_S=block_s, num_warps=num_warps(block_c * block_s))
-        return grad_maps, grad_pooled
+@fused_op("guided_score", fake=lambda class_maps, pooled: _score(class_maps))
+def _forward(class_maps: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    batch, classes, height, width = class_maps.shape
+    pixels = height * width
+    maps = class_maps.flatten(2)  # a view for contiguous and channels-last layouts
+    score = _score(class_maps)
+    block_c, block_s = tile_shape(classes, pixels, maps.stride(1), maps.stride(2))
+    grid = (triton.cdiv(classes, block_c), batch)
+    with on_device(maps):
+        wrap_triton(_forward_kernel)[grid](
+            maps, pooled.contiguous(), score, classes, pixels, *maps.stride(),
+            BLOCK_C=block_c, BLOCK_S=block_s, num_warps=num_warps(block_c * block_s))
+    return score
+
+
+def _allocate_gradients(class_maps, pooled, needs_grad_maps, needs_grad_pooled):
+    """Uninitialized (dL/dclass_maps in the flattened maps' layout, so the 4-d view never
+    copies; dL/dpooled); an input autograd does not ask about gets an empty tensor."""
+    maps = class_maps.flatten(2)
+    grad_maps = torch.empty_like(maps).view(class_maps.shape) if needs_grad_maps else maps.new_empty(0)
+    grad_pooled = (torch.empty_like(pooled, memory_format=torch.contiguous_format) if needs_grad_pooled
+                   else pooled.new_empty(0))
+    return grad_maps, grad_pooled
+
+
+@fused_op("guided_score_backward", fake=lambda grad_score, *args: _allocate_gradients(*args))
+def _backward(grad_score: torch.Tensor, class_maps: torch.Tensor, pooled: torch.Tensor,
+              needs_grad_maps: bool, needs_grad_pooled: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dL/dclass_maps, dL/dpooled) from dL/dscore, each empty unless asked for."""
+    batch, classes, height, width = class_maps.shape
+    pixels = height * width
+    maps, pooled = class_maps.flatten(2), pooled.contiguous()
+    grad_maps, grad_pooled = _allocate_gradients(class_maps, pooled, needs_grad_maps, needs_grad_pooled)
+    grad_maps_flat = grad_maps.flatten(2) if needs_grad_maps else maps
+    block_c, block_s = tile_shape(classes, pixels, maps.stride(1), maps.stride(2))
+    grid = (triton.cdiv(pixels, block_s), batch)
+    with on_device(maps):
+        wrap_triton(_backward_kernel)[grid](
+            grad_score.float().contiguous(), maps, pooled, grad_maps_flat,
+            grad_pooled if needs_grad_pooled else pooled, classes, pixels,
+            *maps.stride(), *grad_maps_flat.stride(),
+            NEEDS_GRAD_MAPS=needs_grad_maps, NEEDS_GRAD_POOLED=needs_grad_pooled,
+            BLOCK_C=block_c, BLOCK_S=block_s, num_warps=num_warps(block_c * block_s))
+    return grad_maps, grad_pooled
+
+
+def _save_inputs(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _gradient(ctx, grad_score):
+    needs_grad_maps, needs_grad_pooled = ctx.needs_input_grad
+    if not (needs_grad_maps or needs_grad_pooled):
+        return None, None
+    grad_maps, grad_pooled = _backward(grad_score, *ctx.saved_tensors, needs_grad_maps, needs_grad_pooled)
+    return grad_maps if needs_grad_maps else None, grad_pooled if needs_grad_pooled else None
+
+
+torch.library.register_autograd(_forward, _gradient, setup_context=_save_inputs)
 
 
 def guided_score(class_maps: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
@@ -117,4 +143,4 @@ def guided_score(class_maps: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor
     check_same_device(class_maps=class_maps, pooled=pooled)
     check_shape("class_maps", class_maps, (None, None, None, None))
     check_shape("pooled", pooled, (class_maps.shape[0], 1, class_maps.shape[2], class_maps.shape[3]))
-    return GuidedScore.apply(class_maps, pooled)
+    return _forward(class_maps, pooled)

@@ -13,7 +13,9 @@ Layout: programs (sample, split), each looping over every splits-th pixel block 
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
+from .library import fused_op
 from .utils import (check_labels, check_launchable, check_same_device, check_shape, num_warps, on_device,
                     split_plan, target_programs)
 
@@ -59,34 +61,44 @@ def _launch_config(fg: torch.Tensor) -> tuple[tuple[int, int], int]:
     return (batch, splits), block
 
 
-class MeanMapL1(torch.autograd.Function):
-    """(fg, mean_maps, labels) -> scalar loss, gradient to fg only; see the module docstring."""
+@fused_op("mean_map_l1", fake=lambda fg, mean_maps, labels: fg.new_empty((), dtype=torch.float32))
+def _forward(fg: torch.Tensor, mean_maps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    fg = fg.contiguous()
+    pixels = fg.numel() // fg.shape[0]
+    grid, block = _launch_config(fg)
+    share = torch.empty(grid, dtype=torch.float32, device=fg.device)
+    with on_device(fg):
+        wrap_triton(_forward_kernel)[grid](fg, mean_maps.contiguous(), labels, share, pixels, fg.numel(),
+                                           BLOCK=block, num_warps=num_warps(block))
+    return share.sum()
 
-    @staticmethod
-    def forward(ctx, fg: torch.Tensor, mean_maps: torch.Tensor, labels: torch.Tensor):
-        fg = fg.contiguous()
-        mean_maps = mean_maps.contiguous()
-        pixels = fg.numel() // fg.shape[0]
-        grid, block = _launch_config(fg)
-        share = torch.empty(grid, dtype=torch.float32, device=fg.device)
-        with on_device(fg):
-            _forward_kernel[grid](fg, mean_maps, labels, share, pixels, fg.numel(),
-                                  BLOCK=block, num_warps=num_warps(block))
-        ctx.save_for_backward(fg, mean_maps, labels)
-        return share.sum()
 
-    @staticmethod
-    def backward(ctx, grad_loss):
-        if not ctx.needs_input_grad[0]:
-            return None, None, None
-        fg, mean_maps, labels = ctx.saved_tensors
-        pixels = fg.numel() // fg.shape[0]
-        grad_fg = torch.empty_like(fg)
-        grid, block = _launch_config(fg)
-        with on_device(fg):
-            _backward_kernel[grid](fg, mean_maps, labels, grad_loss.float().contiguous(), grad_fg,
-                                   pixels, fg.numel(), BLOCK=block, num_warps=num_warps(block))
-        return grad_fg, None, None
+@fused_op("mean_map_l1_backward",
+          fake=lambda grad_loss, fg, *args: torch.empty_like(fg, memory_format=torch.contiguous_format))
+def _backward(grad_loss: torch.Tensor, fg: torch.Tensor, mean_maps: torch.Tensor,
+              labels: torch.Tensor) -> torch.Tensor:
+    """dL/dfg (fg's shape and dtype) from dL/dloss ()."""
+    fg = fg.contiguous()
+    pixels = fg.numel() // fg.shape[0]
+    grad_fg = torch.empty_like(fg)
+    grid, block = _launch_config(fg)
+    with on_device(fg):
+        wrap_triton(_backward_kernel)[grid](fg, mean_maps.contiguous(), labels, grad_loss.float().contiguous(),
+                                            grad_fg, pixels, fg.numel(), BLOCK=block, num_warps=num_warps(block))
+    return grad_fg
+
+
+def _save_inputs(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _gradient(ctx, grad_loss):
+    if not ctx.needs_input_grad[0]:
+        return None, None, None
+    return _backward(grad_loss, *ctx.saved_tensors), None, None
+
+
+torch.library.register_autograd(_forward, _gradient, setup_context=_save_inputs)
 
 
 def mean_map_l1(fg: torch.Tensor, mean_maps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -103,4 +115,4 @@ def mean_map_l1(fg: torch.Tensor, mean_maps: torch.Tensor, labels: torch.Tensor)
     if fg.shape[0] == 0:
         raise ValueError("fg is an empty batch: the mean over it is undefined")
     labels = check_labels(labels, fg.shape[0], classes)
-    return MeanMapL1.apply(fg, mean_maps, labels)
+    return _forward(fg, mean_maps, labels)

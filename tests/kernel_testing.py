@@ -11,3 +11,9 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 EXACT_RUN_FLAGS = ["--deterministic"] if DEVICE == "cuda" else []
 if DEVICE == "cpu" and not INTERPRETER:
     raise RuntimeError("no CUDA and wsol_fast.kernels was imported without TRITON_INTERPRET=1")
+
+
+def made_by_fused_op(tensor: torch.Tensor, name: str) -> bool:
+    """Whether ``tensor`` is an output of the operator ``torch.ops.wsol_fast.<name>`` (read
+    from the autograd node that ``torch.library.register_autograd`` gives it)."""
+    return type(tensor.grad_fn).__name__ == f"GeneratedBackwardFor_wsol_fast_{name}_defaultBackward"

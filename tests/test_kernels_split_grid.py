@@ -35,24 +35,17 @@ def test_target_programs_follow_the_sm_count(monkeypatch):
 
 
 def _launches(monkeypatch, module, programs: int) -> list:
-    """Fix ``module``'s program target and record the grid of each launch it makes."""
+    """Fix ``module``'s program target and record the grid of each launch it plans."""
     monkeypatch.setattr(module, "target_programs", lambda device: programs)
     grids = []
-    for name in ("_forward_kernel", "_backward_kernel"):
-        kernel = getattr(module, name)
-        monkeypatch.setattr(module, name, _Recorder(kernel, grids))
+    plan = module._launch_config
+
+    def recorded(*args):
+        config = plan(*args)
+        grids.append(config[0])
+        return config
+    monkeypatch.setattr(module, "_launch_config", recorded)
     return grids
-
-
-class _Recorder:
-    """A kernel whose launches note their grid."""
-
-    def __init__(self, kernel, grids):
-        self.kernel, self.grids = kernel, grids
-
-    def __getitem__(self, grid):
-        self.grids.append(grid)
-        return self.kernel[grid]
 
 
 @pytest.mark.parametrize("programs", PROGRAM_TARGETS)
