@@ -3,7 +3,7 @@ tests the CUDA paths and measures what the README needs, writing one JSON and a 
 
 Parts (each a subprocess with its own time limit, so one failure leaves the others' results):
   cuda_tests  the extension built with CUDA (``pip install -e .``, ``FORCE_CUDA=1``, sm_90), then
-              the extension, Triton-kernel and device tests (CUDA ops against the CPU ops and
+              the extension, Triton-kernel (split launches, compiled ops) and device tests (CUDA ops against the CPU ops and
               the references, fp32 and bf16, forward and backward)
   kernels     ``benchmarks/kernels.py``: each Triton op against eager and ``torch.compile``
   pipeline    ``benchmarks/pipeline.py`` at C=1000, 224 px, torch loader: bf16 + channels_last at
@@ -35,7 +35,8 @@ PARTS = ("cuda_tests", "kernels", "pipeline", "deepspeed", "eval_ops")
 CUDA_TESTS = ["tests/test_ext.py", "tests/test_kernels_foreground_epilogue.py",
               "tests/test_kernels_background_product.py", "tests/test_kernels_guided_score.py",
               "tests/test_kernels_class_sums.py", "tests/test_kernels_mean_map_l1.py",
-              "tests/test_kernels_layouts.py", "tests/test_devices.py"]
+              "tests/test_kernels_layouts.py", "tests/test_kernels_split_grid.py",
+              "tests/test_kernels_compile.py", "tests/test_devices.py"]
 # Sizes of the GPU run and of the dry run.
 PIPELINE_RUNS = {  # name -> (precision, batch, channels_last)
     "bf16_cl_b128": ("bf16", 128, True), "bf16_cl_b256": ("bf16", 256, True), "fp32_b128": ("fp32", 128, False)}
@@ -56,7 +57,7 @@ DRY = dict(pipeline=["--classes", "3", "--per-class", "4", "--image-size", "48",
            eval_maps=24, eval_thresholds=10, eval_chunk=8, map_size=32)
 DATA = "synthetic_data"  # under --out: the set the pipeline runs generate and the DeepSpeed run reads
 # Seconds each subprocess may run (about 9 minutes in all, inside one 10-minute device call).
-LIMITS_S = {"cuda_build": 140, "cuda_tests": 80, "kernels": 60, "generate": 90, "pipeline_run": 50, "deepspeed": 80}
+LIMITS_S = {"cuda_build": 140, "cuda_tests": 110, "kernels": 60, "generate": 60, "pipeline_run": 50, "deepspeed": 80}
 
 
 def run(command: list[str], log: Path, limit_s: int, env: dict | None = None) -> dict:

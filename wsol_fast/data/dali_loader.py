@@ -9,7 +9,8 @@ label can never be paired with another sample's image. Training parameters (crop
 drawn on the host exactly as the torch path draws them and fed to DALI per iteration.
 
 When DALI fails on a batch (a file that does not decode), the files of that batch and of those
-in flight are decoded on the host to find the culprit; the error names it, or, with
+in flight are decoded on the host to find the culprit (with GPU decoding, a file nvJPEG refuses
+though the host decodes it is found by reading the suspects in halves); the error names it, or, with
 ``skip_bad_images``, the culprit is counted and left out and the epoch goes on from that batch
 with a fresh pipeline.
 """
@@ -138,6 +139,10 @@ class DaliLoader(SampleLoader):
         """The bad files among the batch that failed at ``samples[first]`` and the batches in flight."""
         suspects = samples[first:first + (PREFETCH + 1) * self.batch_size]
         found = undecodable(self.dataset.split.image_paths, suspects, str(error))
+        if not found and self.decoder_device == "mixed":  # nvJPEG may refuse what the host decodes
+            paths = self.dataset.split.image_paths
+            found = [(index, paths[index], f"decodes on the host but fails on the GPU: {problem}")
+                     for index, problem in self.failing_alone(suspects)]
         if not found:
             files = ", ".join(str(self.dataset.split.image_paths[i]) for i in suspects[:self.batch_size])
             raise RuntimeError(f"DALI failed on the batch of {files}; no file of it fails to decode on the "
@@ -145,6 +150,22 @@ class DaliLoader(SampleLoader):
         if not self.skip_bad_images:
             raise ImageReadError(f"{describe(found)} (pass --skip-bad-images to leave such files out)") from error
         return found
+
+    def failing_alone(self, samples: np.ndarray) -> list[tuple[int, str]]:
+        """``(index, error)`` of the samples that fail when read in pipelines of their own:
+        read them all, and halve a group that fails until the failing files stand alone."""
+        try:
+            pipeline = self.build(samples)
+            for start in range(0, len(samples), self.batch_size):
+                self.read_batch(pipeline, samples[start:start + self.batch_size])
+        except OutOfStepError:
+            raise
+        except RuntimeError as error:
+            if len(samples) == 1:
+                return [(int(samples[0]), str(error))]
+            half = len(samples) // 2
+            return self.failing_alone(samples[:half]) + self.failing_alone(samples[half:])
+        return []
 
     def __iter__(self):
         samples = self.epoch_indices()
