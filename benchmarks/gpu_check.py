@@ -3,8 +3,9 @@ tests the CUDA paths and measures what the README needs, writing one JSON and a 
 
 Parts (each a subprocess with its own time limit, so one failure leaves the others' results):
   cuda_tests  the extension built with CUDA (``pip install -e .``, ``FORCE_CUDA=1``, sm_90), then
-              the extension, Triton-kernel (split launches, compiled ops) and device tests (CUDA ops against the CPU ops and
-              the references, fp32 and bf16, forward and backward)
+              the extension, Triton-kernel (split launches, compiled ops) and device tests
+              (CUDA ops against the CPU ops and the references, fp32 and bf16, forward and
+              backward)
   kernels     ``benchmarks/kernels.py``: each Triton op against eager and ``torch.compile``
   pipeline    ``benchmarks/pipeline.py`` at C=1000, 224 px, torch loader: bf16 + channels_last at
               batch 128 and 256, and fp32 at 128 (each with the BAS-style baseline beside it)
