@@ -33,10 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.table import Table
-from torch.utils.data import default_collate
 
 from wsol_fast.config import TrainConfig
-from wsol_fast.data import WSOLDataset
+from wsol_fast.data import WSOLDataset, collate
 from wsol_fast.engine.evaluate import localization_maps
 from wsol_fast.engine.progress import console, print_message
 from wsol_fast.engine.run import load_data_split, model_from_checkpoint
@@ -76,7 +75,7 @@ def model_maps(checkpoint: Path, count: int, size: int) -> torch.Tensor:
     cfg = TrainConfig.from_dict(state["config"])
     dataset = WSOLDataset(load_data_split(cfg, "test"), train=False, image_size=size, resize=size,
                           eval_protocol="wsolevaluation")
-    images, labels, _ = default_collate([dataset[i] for i in range(min(count, len(dataset)))])
+    images, labels, _ = collate([dataset[i] for i in range(min(count, len(dataset)))])
     with torch.no_grad():
         _, maps = localization_maps(model.eval(), images, labels, cfg.loss.method)
     return maps.repeat(-(-count // len(maps)), 1, 1)[:count].contiguous()

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from wsol_fast.data import datasets
 from wsol_fast.data import (
     DATASETS,
     MARKER_NAME,
@@ -15,6 +16,7 @@ from wsol_fast.data import (
     build_loader,
     make_loader,
     load_split,
+    normalize_pixels,
     read_cub,
     resize_boxes,
     scaled_resize,
@@ -22,6 +24,7 @@ from wsol_fast.data import (
 
 SIZE = 40
 RESIZE = scaled_resize(SIZE)
+DEVICES = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +49,7 @@ def test_items_are_aligned_with_the_split(train_split, train):
     assert len(dataset) == len(train_split)
     for index in range(len(dataset)):
         image, label, returned_index = dataset[index]
-        assert image.shape == (3, SIZE, SIZE) and image.dtype == torch.float32
+        assert image.shape == (3, SIZE, SIZE) and image.dtype == torch.uint8
         assert isinstance(label, int) and label == train_split.labels[index]
         assert isinstance(returned_index, int) and returned_index == index
 
@@ -115,7 +118,7 @@ def test_loader_batches_keep_labels_with_indices_and_set_the_epoch(train_split):
         assert images.shape == (5, 3, SIZE, SIZE) and labels.dtype == torch.int64
         np.testing.assert_array_equal(labels.numpy(), train_split.labels[indices.numpy()])
         for image, index in zip(images, indices.tolist()):
-            assert torch.equal(image, dataset[index][0])
+            assert torch.equal(image, normalize_pixels(dataset[index][0]))
 
 
 def test_worker_count_does_not_change_batches(train_split):
@@ -178,4 +181,28 @@ def test_load_split_cub_and_errors(tmp_path, tiny_synthetic_root):
 @pytest.mark.parametrize("device, pinned", [("cpu", False), ("cuda", True), ("cuda:1", True)])
 def test_torch_loader_pins_batches_for_a_gpu(train_split, device, pinned):
     dataset = WSOLDataset(train_split, train=False, image_size=32, resize=37)
-    assert make_loader(dataset, 4, loader="torch", workers=0, device=device).pin_memory is pinned
+    loader = make_loader(dataset, 4, loader="torch", workers=0, device=device)
+    assert loader.pin_memory is pinned and loader.pixels_to_device is pinned
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_pixels_travel_to_the_device_and_are_normalized_there(train_split, device, monkeypatch):
+    """For a GPU the torch loader moves uint8 batches (pinned, non-blocking) and normalizes them
+    on the device: the same values as batches the workers normalize. On the CPU the mode is forced
+    (a CUDA device sets it), so the path runs here too."""
+    dataset = WSOLDataset(train_split, train=True, image_size=SIZE, resize=RESIZE, seed=1)
+    options = dict(loader="torch", shuffle=True, workers=1, skip_bad_images=True)
+    expected = list(make_loader(dataset, 4, **options))
+    moved = make_loader(dataset, 4, device=device, **options)
+    assert moved.pixels_to_device == (device == "cuda")
+    moved.pixels_to_device = True
+    normalized = []
+    monkeypatch.setattr(datasets, "normalize_pixels",
+                        lambda pixels: normalized.append((pixels.dtype, pixels.device.type)) or normalize_pixels(pixels))
+    batches = list(moved)
+    assert len(batches) == len(expected) > 1
+    assert normalized == [(torch.uint8, device)] * len(batches)  # in this process, after the copy
+    for (images, labels, indices), (want, want_labels, want_indices) in zip(batches, expected):
+        assert images.device.type == device and images.dtype == torch.float32
+        assert torch.equal(images.cpu(), want) if device == "cpu" else torch.allclose(images.cpu(), want, atol=1e-6)
+        assert torch.equal(labels, want_labels) and torch.equal(indices, want_indices)

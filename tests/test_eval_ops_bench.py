@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from wsol_fast.config import TrainConfig
-from wsol_fast.data import WSOLDataset
+from wsol_fast.data import WSOLDataset, normalize_pixels
 from wsol_fast.engine.evaluate import localization_maps
 from wsol_fast.engine.run import load_data_split, model_from_checkpoint
 
@@ -28,7 +28,7 @@ def test_model_maps_are_the_checkpoints_maps(tmp_path, tiny_synthetic_root):
     dataset = WSOLDataset(split, train=False, image_size=48, resize=48, eval_protocol="wsolevaluation")
     image, label, _ = dataset[5]
     with torch.no_grad():
-        _, expected = localization_maps(model.eval(), image[None], torch.tensor([label]))
+        _, expected = localization_maps(model.eval(), normalize_pixels(image[None]), torch.tensor([label]))
     torch.testing.assert_close(maps[5], expected[0])
     assert float(maps.std()) > 0 and 0 < float(maps.min()) and float(maps.max()) < 1
 

@@ -12,6 +12,7 @@ from wsol_fast.data.transforms import (
     IMAGENET_STD,
     bas_boxes,
     eval_transform,
+    normalize_pixels,
     resize_boxes,
     resize_only_transform,
     scaled_resize,
@@ -34,6 +35,28 @@ def drawn(seed: int, transform) -> tuple[int, int, bool]:
     """``(top, left, flip)`` of sample 0 for ``seed``, as the loaders draw them for ``transform``."""
     top, left, flip = bas_crop_params(seed, 0, np.array([0]), transform.image_size, transform.resize)
     return int(top[0]), int(left[0]), bool(flip[0])
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_normalize_pixels_is_torchvisions_to_tensor_and_normalize_bit_for_bit(channels_last):
+    generator = torch.Generator().manual_seed(3)
+    pixels = torch.randint(0, 256, (5, 3, 17, 23), dtype=torch.uint8, generator=generator)
+    if channels_last:
+        pixels = pixels.contiguous(memory_format=torch.channels_last)
+    out = normalize_pixels(pixels)
+    images = [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in pixels]
+    expected = torch.stack([TF.normalize(TF.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD) for image in images])
+    assert out.dtype == torch.float32 and torch.equal(out, expected)
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_transforms_give_pixels_and_their_normalization():
+    image = random_image(61, 47)
+    train, evaluate = train_transform(32, 37), eval_transform(32, 37)
+    for transform, args in ((train, (3, 4, True)), (evaluate, ())):
+        pixels = transform.pixels(image, *args)
+        assert pixels.dtype == torch.uint8 and pixels.shape == (3, 32, 32)
+        assert torch.equal(transform(image, *args), normalize_pixels(pixels))
 
 
 def test_scaled_resize_keeps_bas_ratio():

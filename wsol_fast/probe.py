@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import default_collate
 
-from .data import WSOLDataset
+from .data import WSOLDataset, collate
 
 
 @dataclass
@@ -56,7 +55,7 @@ def probe_background(model, dataset: WSOLDataset, indices: list[int], bn: str = 
     if bn not in ("batch", "running"):
         raise ValueError(f"bn must be 'batch' or 'running', got {bn!r}")
     buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
-    images, labels, _ = default_collate([dataset[i] for i in indices])
+    images, labels, _ = collate([dataset[i] for i in indices])
     model.train(bn == "batch")
     x4 = model.backbone(images)
     score = model.classifier(x4).mean(dim=(2, 3)).gather(1, labels[:, None]).squeeze(1)

@@ -21,10 +21,9 @@ from .augmentation import bas_crop_params, derive_seed, resized_crop_box, resize
 from .dali_files import describe, file_problem, find_problems, header_problem
 from .records import ImageReadError, WSOLSplit
 from .transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     bas_boxes,
     eval_transform,
+    normalize_pixels,
     resize_boxes,
     resize_only_transform,
     train_transform,
@@ -38,13 +37,13 @@ SIXTEEN_BIT_GREY = ("I;16", "I;16L", "I;16B")  # PIL modes of 16-bit grey PNG an
 
 def resized_crop(image: Image.Image, params: tuple, image_size: int) -> torch.Tensor:
     """Cut ``params`` (one sample's ``resized_crop_params``) out of ``image``, resize to (image_size, image_size) bilinear
-    with antialiasing, flip, normalize -> (3, image_size, image_size) float32."""
+    with antialiasing, flip -> (3, image_size, image_size) uint8 pixels."""
     left, top, crop_w, crop_h = resized_crop_box(image.width, image.height, *params[:4])
     image = TF.resized_crop(image, top, left, crop_h, crop_w, [image_size, image_size],
                             interpolation=InterpolationMode.BILINEAR, antialias=True)
     if params[4]:
         image = TF.hflip(image)
-    return TF.normalize(TF.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD)
+    return TF.pil_to_tensor(image)
 
 
 def load_rgb(path: Path, index: int) -> Image.Image:
@@ -63,7 +62,8 @@ def load_rgb(path: Path, index: int) -> Image.Image:
 
 
 class WSOLDataset(Dataset):
-    """Images of a split as ``(image (3, S, S) float32, label int, index int)``.
+    """Images of a split as ``(pixels (3, S, S) uint8, label int, index int)``; the loaders
+    normalize whole batches (``transforms.normalize_pixels``: in the workers, or on the GPU).
 
     Train mode applies the ``train_crop`` augmentation ("bas": resize, random crop, flip;
     "random-resized": ``resized_crop``) with parameters drawn from ``(seed, epoch, index)``
@@ -124,14 +124,14 @@ class WSOLDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int, int]]:
         indices = [int(index) for index in indices]
         if not self.train:
-            return [(self.transform(load_rgb(self.split.image_paths[i], i)), int(self.split.labels[i]), i)
+            return [(self.transform.pixels(load_rgb(self.split.image_paths[i], i)), int(self.split.labels[i]), i)
                     for i in indices]
         columns = self.augmentation(np.array(indices, dtype=np.int64))
         samples = []
         for index, params in zip(indices, zip(*(column.tolist() for column in columns))):
             image = load_rgb(self.split.image_paths[index], index)
             if self.train_crop == "bas":
-                tensor = self.transform(image, *params)
+                tensor = self.transform.pixels(image, *params)
             else:
                 tensor = resized_crop(image, params, self.image_size)
             samples.append((tensor, int(self.split.labels[index]), index))
@@ -159,7 +159,7 @@ def build_loader(
     ``(seed, epoch)``; ``dataset.set_epoch(epoch)`` is called when the dataset has it.
 
     Build a new loader per epoch: iterating the same loader twice continues its generator.
-    Persistent workers off; default collate gives ``(images (B, 3, S, S), labels (B,), indices (B,))``.
+    Persistent workers off; batches ``(images (B, 3, S, S) float32 normalized, labels (B,), indices (B,))``.
     """
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
@@ -172,6 +172,7 @@ def build_loader(
         generator=generator,
         drop_last=drop_last,
         persistent_workers=False,
+        collate_fn=collate,
     )
 
 
@@ -308,31 +309,37 @@ class SkippingDataset(Dataset):
         return [self[index] for index in indices]
 
 
-def collate(samples: list, channels_last: bool = False):
-    """``default_collate``, the images in channels_last memory when asked (in the worker)."""
+def collate(samples: list, channels_last: bool = False, normalize: bool = True):
+    """``default_collate`` (in the worker): the images (B, 3, S, S) normalized to float32
+    (``normalize``) or left uint8 pixels, in channels_last memory when asked."""
     batch = default_collate(samples)
     if channels_last:
         batch[0] = batch[0].contiguous(memory_format=torch.channels_last)
+    if normalize:
+        batch[0] = normalize_pixels(batch[0])
     return batch
 
 
-def collate_skipping(samples: list, channels_last: bool = False) -> tuple:
+def collate_skipping(samples: list, channels_last: bool = False, normalize: bool = True) -> tuple:
     """``(batch or None, [(index, problem)])``: the readable samples collated, the rest listed."""
     good = [sample for sample in samples if sample[0] is not None]
     bad = [(index, problem) for image, index, problem in samples if image is None]
-    return (collate(good, channels_last) if good else None), bad
+    return (collate(good, channels_last, normalize) if good else None), bad
 
 
 class TorchLoader(SampleLoader):
     """The torch DataLoader path: ``workers`` processes, one DataLoader per epoch over
     ``epoch_indices`` (skip mode: unreadable images dropped from their batch and counted). For a
-    CUDA ``device`` batches come in pinned memory, so ``.to(device, non_blocking=True)`` overlaps."""
+    CUDA ``device`` batches travel as uint8 pixels (a quarter of float32's bytes) in pinned memory,
+    copied without blocking and normalized on the GPU: images arrive on ``device``; otherwise the
+    workers normalize and images are CPU tensors. Labels and indices are always CPU tensors."""
 
     def __init__(self, dataset: Dataset, batch_size: int, workers: int = 0, device: str = "cpu",
                  **options) -> None:
         super().__init__(dataset, batch_size, **options)
         self.workers = workers
-        self.pin_memory = torch.device(device).type == "cuda"
+        self.device = torch.device(device)
+        self.pin_memory = self.pixels_to_device = self.device.type == "cuda"
 
     def __str__(self) -> str:
         return f"torch DataLoader, {self.workers} worker processes"
@@ -343,7 +350,8 @@ class TorchLoader(SampleLoader):
                             num_workers=self.workers, drop_last=self.drop_last, persistent_workers=False,
                             pin_memory=self.pin_memory,
                             collate_fn=partial(collate_skipping if self.skip_bad_images else collate,
-                                               channels_last=self.channels_last))
+                                               channels_last=self.channels_last,
+                                               normalize=not self.pixels_to_device))
         for batch in loader:
             if self.skip_bad_images:
                 batch, bad = batch
@@ -351,6 +359,9 @@ class TorchLoader(SampleLoader):
                     self.record_skipped([(i, self.dataset.split.image_paths[i], p) for i, p in bad])
                 if batch is None:
                     continue
+            if self.pixels_to_device:
+                images, labels, indices = batch
+                batch = normalize_pixels(images.to(self.device, non_blocking=True)), labels, indices
             yield batch
 
 

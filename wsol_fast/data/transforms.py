@@ -1,7 +1,7 @@
 """Image and box transforms of the two evaluation protocols (METHOD.md §6–7).
 
-Image transforms take a PIL image and return a (3, S, S) float32 tensor normalized with the
-ImageNet mean/std. The training transform takes its crop and flip as arguments, drawn by
+Image transforms take a PIL image and return its (3, S, S) uint8 pixels (``pixels``) or those
+normalized with the ImageNet mean/std as float32 (calling the transform; ``normalize_pixels``). The training transform takes its crop and flip as arguments, drawn by
 ``augmentation.bas_crop_params`` from (seed, epoch, index).
 Box transforms act on (K, 4) arrays of ``x0, y0, x1, y1`` in original pixel coordinates.
 """
@@ -34,16 +34,21 @@ def _resize_square(image: Image.Image, side: int) -> Image.Image:
     return TF.resize(image, [side, side], interpolation=InterpolationMode.BILINEAR, antialias=True)
 
 
-def _to_normalized_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL RGB image -> (3, H, W) float32, ImageNet-normalized."""
-    return TF.normalize(TF.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD)
+def normalize_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (..., 3, H, W) -> float32 ``(x / 255 - mean) / std`` per channel, on their
+    device and in their memory layout. torchvision's ``to_tensor`` + ``normalize`` ops in their
+    order: bit-identical to them."""
+    mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=pixels.device).view(3, 1, 1)
+    return pixels.float().div(255).sub_(mean).div_(std)
 
 
 @dataclass(frozen=True)
 class TrainTransform:
     """Resize (resize, resize) -> random crop image_size -> random horizontal flip -> normalize.
 
-    ``transform(image, top, left, flip) -> (3, image_size, image_size) float32``.
+    ``transform.pixels(image, top, left, flip) -> (3, image_size, image_size) uint8``;
+    ``transform(image, top, left, flip)``: the same, normalized (float32).
     """
 
     image_size: int = 224
@@ -52,13 +57,16 @@ class TrainTransform:
     def __post_init__(self) -> None:
         _check_sizes(self.image_size, self.resize)
 
-    def __call__(self, image: Image.Image, top: int, left: int, flip: bool) -> torch.Tensor:
+    def pixels(self, image: Image.Image, top: int, left: int, flip: bool) -> torch.Tensor:
         if not (0 <= top <= self.resize - self.image_size and 0 <= left <= self.resize - self.image_size):
             raise ValueError(f"crop at (top {top}, left {left}) leaves the {self.resize}-px resized image")
         image = TF.crop(_resize_square(image, self.resize), top, left, self.image_size, self.image_size)
         if flip:
             image = TF.hflip(image)
-        return _to_normalized_tensor(image)
+        return TF.pil_to_tensor(image)
+
+    def __call__(self, image: Image.Image, top: int, left: int, flip: bool) -> torch.Tensor:
+        return normalize_pixels(self.pixels(image, top, left, flip))
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,8 @@ class EvalTransform:
     """Resize (resize, resize) -> center crop image_size -> normalize (BAS protocol).
 
     With ``resize == image_size`` this is the wsolevaluation resize-only transform.
-    ``transform(image) -> (3, image_size, image_size) float32``.
+    ``transform.pixels(image) -> (3, image_size, image_size) uint8``; ``transform(image)``: the
+    same, normalized (float32).
     """
 
     image_size: int = 224
@@ -75,15 +84,17 @@ class EvalTransform:
     def __post_init__(self) -> None:
         _check_sizes(self.image_size, self.resize)
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def pixels(self, image: Image.Image) -> torch.Tensor:
         image = _resize_square(image, self.resize)
         offset = center_crop_offset(self.resize, self.image_size)
-        image = TF.crop(image, offset, offset, self.image_size, self.image_size)
-        return _to_normalized_tensor(image)
+        return TF.pil_to_tensor(TF.crop(image, offset, offset, self.image_size, self.image_size))
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return normalize_pixels(self.pixels(image))
 
 
 def train_transform(image_size: int = 224, resize: int = 256) -> TrainTransform:
-    """BAS training augmentation; call as ``transform(pil_image, generator)``."""
+    """BAS training augmentation; call as ``transform(pil_image, top, left, flip)``."""
     return TrainTransform(image_size, resize)
 
 

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from .. import metrics
 from ..data import WSOLDataset, load_rgb, make_loader
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..data.transforms import normalize_pixels
 from ..ops import evaluation as eval_ops
 from . import distributed
 
@@ -102,8 +102,8 @@ class TenCropDataset(Dataset):
         image = TF.resize(load_rgb(self.split.image_paths[index], index), [self.resize, self.resize],
                           antialias=True)
         crops = TF.ten_crop(image, self.image_size)
-        tensors = [TF.normalize(TF.to_tensor(c), IMAGENET_MEAN, IMAGENET_STD) for c in crops]
-        return torch.stack(tensors), int(self.split.labels[index]), index
+        pixels = torch.stack([TF.pil_to_tensor(c) for c in crops])
+        return normalize_pixels(pixels), int(self.split.labels[index]), index
 
 
 @torch.no_grad()
