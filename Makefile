@@ -25,12 +25,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests -q
 
-# Compile the CUDA sources of the extension with nvcc (no GPU needed), so they cannot rot. One
-# architecture and no PTX: each more costs CI minutes and checks nothing more (the sources have no
-# architecture-specific code); real builds embed 8.0, 9.0 and PTX (setup.py).
+# Compile the CUDA sources of the extension with nvcc (no GPU needed), so they cannot rot: each
+# .cu file and the bindings with WITH_CUDA, with setup.py's flags, for one architecture and no PTX
+# (each more costs CI minutes and checks nothing more: the sources have no architecture-specific
+# code); real builds embed 8.0, 9.0 and PTX (setup.py).
 cuda-check: $(STAMP)
-	FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="9.0" $(PY) setup.py -q build_ext \
-		--build-temp build/cuda-check/temp --build-lib build/cuda-check/lib
+	$(PY) .ci/compile_cuda.py
 
 clean:
 	rm -rf build *.egg-info wsol_fast/_C*.so
