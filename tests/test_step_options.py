@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from wsol_fast.cli import train_config, train_parser
-from wsol_fast.data import WSOLDataset
+from wsol_fast.data import WSOLDataset, normalize_pixels
 from wsol_fast.engine import distributed
 from wsol_fast.engine.optim import build_optimizer
 from wsol_fast.engine.run import load_data_split
@@ -42,7 +42,7 @@ def one_step(tmp_path, *flags, stage="early", steps=2):
         from wsol_fast.mean_maps import MeanMaps
         mean_maps = MeanMaps(torch.rand(split.num_classes, 6, 6), torch.ones(split.num_classes, dtype=torch.int64))
     trainer = Trainer(cfg, model, dataset, mean_maps)
-    images = torch.stack([dataset[i][0] for i in range(4)])
+    images = normalize_pixels(torch.stack([dataset[i][0] for i in range(4)]))
     labels = torch.tensor([dataset[i][1] for i in range(4)])
     stats = EpochStats()
     for _ in range(steps):
@@ -88,7 +88,7 @@ def test_bf16_trainer_step_equals_a_plain_autocast_step(tmp_path):
     unless its config enables the same)."""
     trainer, totals, params = one_step(tmp_path / "bf16", "--precision", "bf16", steps=2)
     dataset = trainer.train_set
-    images = torch.stack([dataset[i][0] for i in range(4)])
+    images = normalize_pixels(torch.stack([dataset[i][0] for i in range(4)]))
     labels = torch.tensor([dataset[i][1] for i in range(4)])
     torch.manual_seed(0)
     model = MobileNetBAS(3, 0.25)

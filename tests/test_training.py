@@ -8,6 +8,7 @@ from kernel_testing import EXACT_RUN_FLAGS
 
 from wsol_fast import losses
 from wsol_fast.checkpoint import load_checkpoint
+from wsol_fast.data import normalize_pixels
 from wsol_fast.cli import evaluate_main, train_config, train_main, train_parser
 from wsol_fast.engine.run import load_data_split, run_training
 from wsol_fast.engine.trainer import EpochStats, NonFiniteLossError, Trainer
@@ -32,7 +33,7 @@ def test_a_few_steps_lower_the_loss(tmp_path):
     dataset = WSOLDataset(split, train=False, image_size=64, resize=73)
     torch.manual_seed(0)
     trainer = Trainer(cfg, MobileNetBAS(split.num_classes, 0.25), dataset)
-    images = torch.stack([dataset[i][0] for i in range(8)]).to(trainer.device)
+    images = normalize_pixels(torch.stack([dataset[i][0] for i in range(8)])).to(trainer.device)
     labels = torch.tensor([dataset[i][1] for i in range(8)]).to(trainer.device)
     first = trainer.training_step.forward_loss(images, labels)[0].item()
     for _ in range(15):
