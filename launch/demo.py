@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from wsol_fast.argtypes import positive_int
+from wsol_fast.fields import positive_int
 from wsol_fast.data.synthetic import is_stale
 
 ROOT = Path(__file__).resolve().parent.parent

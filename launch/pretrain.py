@@ -3,12 +3,12 @@ it as a pytorch-ssd base net for ``train.py --pretrained`` (a stand-in for Image
 import argparse
 import sys
 
-from wsol_fast.argtypes import positive_float, positive_int
-from wsol_fast.cli import add_data_arguments, data_config
-from wsol_fast.config import TrainConfig
+from wsol_fast.cli import config_from_arguments
+from wsol_fast.config import DataConfig
 from wsol_fast.engine.pretrain import pretrain_backbone
 from wsol_fast.engine.progress import console, print_error
 from wsol_fast.engine.run import load_data_split
+from wsol_fast.fields import add_arguments, positive_float, positive_int
 
 
 def main(argv=None) -> int:
@@ -19,9 +19,9 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=positive_float, default=0.1, help="peak of the one-cycle schedule")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    add_data_arguments(parser)
+    add_arguments(parser, DataConfig, "data", "data")
     args = parser.parse_args(argv)
-    cfg = TrainConfig(data=data_config(args))
+    cfg = config_from_arguments(args)
     try:
         split = load_data_split(cfg, "train")
         path = pretrain_backbone(split, args.out, args.width, cfg.data.image_size, cfg.data.resize,

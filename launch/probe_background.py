@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from wsol_fast.argtypes import positive_int
+from wsol_fast.fields import positive_int
 from wsol_fast.config import TrainConfig
 from wsol_fast.data import WSOLDataset
 from wsol_fast.engine.progress import console, print_error

@@ -1,137 +1,84 @@
-"""Command lines of ``launch/train.py`` (and the parsers the other entry points share)."""
+"""Command lines of ``launch/train.py`` (and the parsers the other entry points share). The
+training flags are generated from the config dataclasses (``config.py``, ``fields.py``)."""
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
 
-from .argtypes import (fraction, learning_rate, map_class, non_negative_float, non_negative_int, normalization,
-                       positive_float, positive_int, threshold_step, unit_interval)
-from .config import COMPILE_BACKEND, DATASET_DEFAULTS, PRECISIONS, DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from .argtypes import map_class, normalization, threshold_step
+from .fields import positive_int, unit_interval
+from .config import METHODS, PRESETS, DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, scaled_resize
 from .data.records import ImageReadError
-from .losses import BACKGROUND_RULES, DATASET_LOSS_WEIGHTS
+from .fields import add_arguments, apply_arguments
 
-DATASETS = tuple(DATASET_DEFAULTS)
-
-
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("data")
-    group.add_argument("--dataset", choices=DATASETS, default="synthetic")
-    group.add_argument("--data-root", help="dataset folder (synthetic: generated there if absent; "
-                                           "default data/synthetic)")
-    group.add_argument("--image-size", type=positive_int, default=224, help="network input (crop) size")
-    group.add_argument("--resize", type=positive_int, help="resize before cropping (default image-size*256/224)")
-    group.add_argument("--batch-size", type=positive_int, help="default: per dataset (CUB 32, ImageNet 128)")
-    group.add_argument("--workers", type=non_negative_int, default=2,
-                       help="data loader threads (DALI) or worker processes (torch)")
-    group.add_argument("--loader", choices=("dali", "torch"), default="dali",
-                       help="NVIDIA DALI (GPU decoding on CUDA runs, else CPU) or the torch DataLoader")
-    group.add_argument("--skip-bad-images", action="store_true",
-                       help="leave out (and count) missing, truncated or undecodable images instead of failing")
-    group.add_argument("--train-crop", choices=("bas", "random-resized"), default="bas",
-                       help="training augmentation: BAS resize + random crop + flip, or random resized crop")
-    group.add_argument("--val-fraction", type=fraction, default=0.0,
-                       help="fraction of each class's training images held out as the validation "
-                            "split that evaluate.py --sweep chooses thresholds on")
-    group.add_argument("--synthetic-classes", type=positive_int, default=10)
-    group.add_argument("--synthetic-train-per-class", type=positive_int, default=60)
-    group.add_argument("--synthetic-test-per-class", type=positive_int, default=20)
-    group.add_argument("--synthetic-image-size", type=positive_int, default=224)
-
-
-def data_config(args: argparse.Namespace) -> DataConfig:
-    if args.data_root is None and args.dataset != "synthetic":
-        raise SystemExit(f"error: --data-root is required for --dataset {args.dataset}")
-    return DataConfig(
-        dataset=args.dataset, data_root=args.data_root or "data/synthetic", image_size=args.image_size,
-        resize=args.resize or round(args.image_size * 256 / 224),
-        batch_size=args.batch_size or DATASET_DEFAULTS[args.dataset]["batch_size"], workers=args.workers,
-        val_fraction=args.val_fraction, loader=args.loader, skip_bad_images=args.skip_bad_images,
-        train_crop=args.train_crop,
-        synthetic_classes=args.synthetic_classes, synthetic_train_per_class=args.synthetic_train_per_class,
-        synthetic_test_per_class=args.synthetic_test_per_class, synthetic_image_size=args.synthetic_image_size)
+TRAIN_SECTIONS = (("run", RunConfig, "run"), ("data", DataConfig, "data"), ("model", ModelConfig, "model"),
+                  ("optim", OptimConfig, "optimization"), ("loss", LossConfig, "loss"))
 
 
 def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train MobileNetV1-BAS: early stage (BAS losses), late stage (plus the L1 pull "
-                    "toward class-mean foreground maps), or the CAM baseline (--method cam).")
-    parser.add_argument("--stage", choices=("early", "late"), default="early")
-    parser.add_argument("--method", choices=("bas", "cam"), default="bas")
-    parser.add_argument("--out", default="runs/default", help="run folder; each stage writes OUT/<cam|early|late>/")
-    parser.add_argument("--init", help="late stage: early checkpoint to start from (default OUT/early/checkpoint.pt)")
+                    "toward class-mean foreground maps), or the CAM baseline (--method cam). Values come "
+                    "from the flags, then --config's file, then the dataset's preset, then the defaults.")
+    parser.add_argument("--config", type=Path, metavar="JSON",
+                        help="start from a saved run's config.json (OUT/<stage>/config.json); flags override it")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/<stage>/checkpoint.pt (and the DeepSpeed checkpoint it names), "
                              "mid-epoch included")
-    parser.add_argument("--checkpoint-every", type=non_negative_int, default=0, metavar="N",
-                        help="also checkpoint every N optimizer steps (a fault loses at most N steps; 0: "
-                             "at epoch ends only)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto",
-                        help="auto (DeepSpeed's accelerator: cuda:LOCAL_RANK, else cpu), cpu or cuda[:N]")
-    parser.add_argument("--log-every", type=positive_int, default=20, help="steps between loss read-backs")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="bit-identical runs on GPUs too: deterministic cuDNN, cuBLAS and PyTorch ops, no "
-                             "float atomics (slower; CPU runs are reproducible without it)")
-    add_data_arguments(parser)
-    speed = parser.add_argument_group("speed")
-    speed.add_argument("--precision", choices=PRECISIONS, default=RunConfig.precision,
-                       help="bf16: autocast of forward + loss (convolutions in bf16; BatchNorm, master weights and "
-                            "optimizer state fp32), the same as --deepspeed_config launch/configs/ds_bf16.json")
-    speed.add_argument("--channels-last", action="store_true", help="model and batches in channels_last memory format")
-    speed.add_argument("--compile", nargs="?", const=COMPILE_BACKEND, metavar="BACKEND",
-                       help=f"torch.compile of forward + loss (backend: {COMPILE_BACKEND} unless named)")
-    distributed = parser.add_argument_group("distributed (run under `deepspeed launch/train.py ...`)")
-    distributed.add_argument("--grad-accum", type=positive_int, default=1,
-                             help="micro-batches per optimizer step; --batch-size is the global batch "
-                                  "= micro-batch x grad-accum x processes")
-    distributed.add_argument("--sync-bn", action="store_true",
-                             help="BatchNorm statistics over the global batch (all processes)")
-    distributed.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # set by the launcher
+    parser.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # set by the launcher
+    for name, section, title in TRAIN_SECTIONS:
+        add_arguments(parser, section, name, title)
     from .engine.distributed import deepspeed_module
     deepspeed_module().add_config_arguments(parser)  # --deepspeed_config (launch/configs/*.json)
-    model = parser.add_argument_group("model")
-    model.add_argument("--width", type=positive_float, default=1.0, help="width multiplier (1.0 = paper)")
-    model.add_argument("--pretrained", help="MobileNetV1 ImageNet weights (pytorch-ssd base net or timm mobilenetv1_100)")
-    optim = parser.add_argument_group("optimization")
-    optim.add_argument("--epochs", type=positive_int, help="default: per dataset and stage")
-    optim.add_argument("--lr", type=learning_rate, default=0.001)
-    optim.add_argument("--milestones", type=non_negative_int, nargs="*", help="epochs where lr is multiplied by 0.1")
-    optim.add_argument("--weight-decay", type=non_negative_float, default=5e-4)
-    loss = parser.add_argument_group("loss")
-    loss.add_argument("--alpha", type=non_negative_float, help="area weight (default per dataset, 1.5)")
-    loss.add_argument("--beta", type=non_negative_float, help="foreground-guided CE weight (default per dataset, 0.5)")
-    loss.add_argument("--bg-rule", choices=BACKGROUND_RULES, default="zero-ge",
-                      help="r where S_bg >= S: zero-ge (CVPR CUB), zero-gt (CVPR ImageNet), one-ge (journal)")
-    loss.add_argument("--lam", type=non_negative_float, default=1.0, help="late-stage mean-map L1 weight")
     return parser
 
 
+def read_config(path: Path) -> TrainConfig:
+    """The TrainConfig saved at ``path`` (a run's config.json); errors name the file."""
+    try:
+        return TrainConfig.from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
+        raise ValueError(f"--config {path}: {error}") from error
+
+
+def config_from_arguments(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """The flags given (sections' flags from ``add_arguments``) over ``base`` (a saved config),
+    or else over the dataset's preset and the defaults; ``--resize`` follows a new
+    ``--image-size`` unless given."""
+    cfg = base or TrainConfig()
+    given = apply_arguments(args, cfg)
+    if base is None:
+        cfg.apply_preset(PRESETS[cfg.data.dataset])
+        apply_arguments(args, cfg)
+        if cfg.data.dataset != "synthetic" and "data.data_root" not in given:
+            raise SystemExit(f"error: --data-root is required for --dataset {cfg.data.dataset}")
+    if "data.image_size" in given and "data.resize" not in given:
+        cfg.data.resize = scaled_resize(cfg.data.image_size)
+    cfg.validate()
+    return cfg
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    defaults = DATASET_DEFAULTS[args.dataset]
-    weights = DATASET_LOSS_WEIGHTS[args.dataset]
-    epochs = args.epochs or defaults[f"{args.stage}_epochs"]
-    return TrainConfig(
-        data=data_config(args),
-        model=ModelConfig(width_mult=args.width, pretrained=args.pretrained),
-        loss=LossConfig(method=args.method, alpha=weights["alpha"] if args.alpha is None else args.alpha,
-                        beta=weights["beta"] if args.beta is None else args.beta, bg_rule=args.bg_rule, lam=args.lam),
-        optim=OptimConfig(lr=args.lr, weight_decay=args.weight_decay, epochs=epochs,
-                          milestones=defaults["milestones"] if args.milestones is None else args.milestones,
-                          grad_accum=args.grad_accum),
-        run=RunConfig(stage=args.stage, out=args.out, seed=args.seed, device=args.device, init=args.init,
-                      log_every=args.log_every, deepspeed_config=args.deepspeed_config, sync_bn=args.sync_bn,
-                      checkpoint_every=args.checkpoint_every, deterministic=args.deterministic,
-                      precision=args.precision, channels_last=args.channels_last, compile=args.compile),
-    )
+    """The run's config from ``train_parser``'s arguments (``--config``, the flags, DeepSpeed's)."""
+    cfg = config_from_arguments(args, read_config(args.config) if args.config else None)
+    if args.deepspeed_config is not None:
+        cfg.run.deepspeed_config = args.deepspeed_config
+    return cfg
 
 
 def train_main(argv: list[str] | None = None) -> int:
     args = train_parser().parse_args(argv)
-    if args.method == "cam" and args.stage == "late":
-        raise SystemExit("error: the CAM baseline has no late stage")
     from .engine import distributed
     from .engine.progress import print_error
     from .engine.run import run_training
-    cfg = train_config(args)
+    try:
+        cfg = train_config(args)
+    except ValueError as error:
+        print_error(error)
+        return 1
+    if cfg.loss.method == "cam" and cfg.run.stage == "late":
+        raise SystemExit("error: the CAM baseline has no late stage")
     try:
         run_training(cfg, resume=args.resume)
     except (OSError, ValueError, FloatingPointError, ImageReadError) as error:  # OSError: missing file, full disk
@@ -146,17 +93,15 @@ if __name__ == "__main__":
     sys.exit(train_main())
 
 
-# Fixed localization thresholds (BAS protocol) by (method, dataset): BAS MobileNet uses 0.15 on
-# CUB (mean of all class maps) and 0.5 on ImageNet; CAM is conventionally cut at 0.2.
-DEFAULT_THRESHOLDS = {("bas", "cub"): 0.15, ("bas", "imagenet"): 0.5, ("bas", "synthetic"): 0.5,
-                      ("cam", "cub"): 0.2, ("cam", "imagenet"): 0.2, ("cam", "synthetic"): 0.2}
+EVALUATION_DATA_FLAGS = ("dataset", "data_root", "image_size", "resize", "batch_size", "workers", "loader",
+                         "skip_bad_images")
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Evaluate a checkpoint: classification and localization "
                                                  "accuracy (BAS protocol and/or MaxBoxAcc).")
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--method", choices=("bas", "cam"), help="localization map (default: as trained)")
+    parser.add_argument("--method", choices=METHODS, help="localization map (default: as trained)")
     parser.add_argument("--protocol", choices=("bas", "maxboxacc", "both"), default="bas")
     parser.add_argument("--norm", type=normalization,
                         help="minmax | max | percentile:P | pas[:P] | ivr:P (default: saved with the checkpoint "
@@ -181,33 +126,11 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vis-checkpoints", nargs="+", default=[], metavar="CKPT",
                         help="more checkpoints for the --save-vis grid (e.g. CAM, early, late)")
     parser.add_argument("--vis-out", help="grid PNG (default: OUT with _grid.png, else next to the checkpoint)")
-    data = parser.add_argument_group("data (default: as in the checkpoint)")
-    data.add_argument("--dataset", choices=DATASETS)
-    data.add_argument("--data-root")
-    data.add_argument("--image-size", type=positive_int)
-    data.add_argument("--resize", type=positive_int)
-    data.add_argument("--batch-size", type=positive_int)
-    data.add_argument("--workers", type=non_negative_int)
-    data.add_argument("--loader", choices=("dali", "torch"), help="NVIDIA DALI or the torch DataLoader")
-    data.add_argument("--skip-bad-images", action="store_true", default=None,
-                      help="leave out (and count) unreadable images instead of failing")
+    add_arguments(parser, DataConfig, "data", "data (default: as in the checkpoint)", only=EVALUATION_DATA_FLAGS)
     return parser
 
 
-def _data_config_for_evaluation(args: argparse.Namespace, cfg: TrainConfig) -> None:
-    """Apply the data flags given on the command line over the checkpoint's data config."""
-    for name in ("dataset", "data_root", "image_size", "resize", "batch_size", "workers", "loader",
-                 "skip_bad_images"):
-        if getattr(args, name) is not None:
-            setattr(cfg.data, name, getattr(args, name))
-    if args.image_size is not None and args.resize is None:
-        cfg.data.resize = round(args.image_size * 256 / 224)
-
-
 def evaluate_main(argv: list[str] | None = None) -> int:
-    import json
-    from pathlib import Path
-
     from .checkpoint import atomic_save
     from .engine import distributed
     from .engine.evaluate import SWEEP_NORMS, EvalSettings, evaluate, threshold_sweep
@@ -219,13 +142,12 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         distributed.init_process_group()
     try:
         model, state = model_from_checkpoint(args.checkpoint)
-        cfg = TrainConfig.from_dict(state["config"])
-        _data_config_for_evaluation(args, cfg)
+        cfg = config_from_arguments(args, TrainConfig.from_dict(state["config"]))
         saved = state.get("eval_settings", {})
         method = args.method or cfg.loss.method
         norm = args.norm or saved.get("norm", "minmax")
         threshold = args.threshold if args.threshold is not None else saved.get(
-            "threshold", DEFAULT_THRESHOLDS[(method, cfg.data.dataset)])
+            "threshold", PRESETS[cfg.data.dataset].thresholds[method])
         settings = EvalSettings(method, norm, threshold, args.cam, args.protocol, args.ten_crop, args.step)
         # under the launcher each process uses its own GPU (``--device cuda`` would put all on cuda:0)
         device = args.device if args.device == "cpu" or distributed.world_size() == 1 else str(distributed.device())

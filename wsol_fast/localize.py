@@ -29,9 +29,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from . import metrics
-from .argtypes import map_class, non_negative_int, normalization, positive_int, unit_interval
-from .cli import DEFAULT_THRESHOLDS
-from .config import TrainConfig
+from .argtypes import map_class, normalization
+from .fields import non_negative_int, positive_int, unit_interval
+from .config import PRESETS, TrainConfig
 from .data import ImageReadError, load_rgb, resize_boxes, resize_only_transform
 from .data.imagenet import parse_box
 from .data.records import annotation_error, numbered_lines
@@ -59,7 +59,7 @@ class Localizer:
     """A checkpoint's model with the settings that turn its maps into boxes.
 
     ``norm`` / ``threshold`` default to those saved with the checkpoint by ``evaluate.py
-    --sweep``, else min-max and ``cli.DEFAULT_THRESHOLDS``; ``map_class``: ``top1``,
+    --sweep``, else min-max and ``config.PRESETS``' thresholds; ``map_class``: ``top1``,
     ``topk:K``, ``all``, or ``gt`` (then calls need labels).
     """
 
@@ -74,7 +74,7 @@ class Localizer:
         saved = state.get("eval_settings", {})
         method = saved.get("method", self.config.loss.method)
         if threshold is None:
-            threshold = saved.get("threshold", DEFAULT_THRESHOLDS[(method, self.config.data.dataset)])
+            threshold = saved.get("threshold", PRESETS[self.config.data.dataset].thresholds[method])
         if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
             raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
         self.settings = EvalSettings(method=method, norm=norm or saved.get("norm", "minmax"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import DATASETS, scaled_resize
 from .augmentation import derive_seed
 from .cub import SPLITS, read_cub
 from .datasets import (
@@ -33,12 +34,10 @@ from .transforms import (
     normalize_pixels,
     resize_boxes,
     resize_only_transform,
-    scaled_resize,
     train_transform,
 )
 from .wsolevaluation import read_wsolevaluation
 
-DATASETS = ("synthetic", "cub", "imagenet")
 IMAGENET_LOAD_SPLITS = {"train": "train", "test": "val", "val": "val"}
 
 

@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms import InterpolationMode
 
+from ..config import LOADERS, TRAIN_CROPS
 from .augmentation import bas_crop_params, derive_seed, resized_crop_box, resized_crop_params
 from .dali_files import describe, file_problem, find_problems, header_problem
 from .records import ImageReadError, WSOLSplit
@@ -30,8 +31,6 @@ from .transforms import (
 )
 
 EVAL_PROTOCOLS = ("bas", "wsolevaluation")
-TRAIN_CROPS = ("bas", "random-resized")
-LOADERS = ("dali", "torch")
 SIXTEEN_BIT_GREY = ("I;16", "I;16L", "I;16B")  # PIL modes of 16-bit grey PNG and TIFF files
 
 

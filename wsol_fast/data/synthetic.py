@@ -52,6 +52,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..config import DataConfig
+
 MARKER_NAME = "synthetic_spec.json"
 GENERATOR_VERSION = 2  # 2: optional part, desaturatable distractors (off by default)
 
@@ -92,11 +94,11 @@ class SyntheticSpec:
     - ``jpeg_quality``: JPEG quality of the written images (4:4:4 chroma).
     """
 
-    num_classes: int = 10
-    train_per_class: int = 60
-    test_per_class: int = 20
-    image_size: int = 224
-    seed: int = 0
+    num_classes: int = DataConfig.synthetic_classes
+    train_per_class: int = DataConfig.synthetic_train_per_class
+    test_per_class: int = DataConfig.synthetic_test_per_class
+    image_size: int = DataConfig.synthetic_image_size
+    seed: int = DataConfig.synthetic_seed
     object_scale_range: tuple[float, float] = (0.45, 0.75)
     part_area_fraction: float = 0.03
     body_hue_overlap: float = 0.25

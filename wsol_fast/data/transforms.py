@@ -19,11 +19,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def scaled_resize(image_size: int) -> int:
-    """The resize side that keeps BAS's 256/224 ratio for crop size ``image_size`` (224 -> 256)."""
-    return round(image_size * 256 / 224)
-
-
 def _check_sizes(image_size: int, resize: int) -> None:
     if image_size < 1 or resize < image_size:
         raise ValueError(f"need 1 <= image_size <= resize, got image_size={image_size}, resize={resize}")

@@ -4,10 +4,7 @@ Both go to ``deepspeed.initialize`` as its client optimizer and client lr schedu
 import torch
 from torch import nn
 
-from ..config import OptimConfig
-
-LR_MULTIPLIERS = {("backbone", "weight"): 1.0, ("backbone", "bias"): 2.0,
-                  ("head", "weight"): 10.0, ("head", "bias"): 20.0}
+from ..config import LR_MULTIPLIERS, OptimConfig
 
 
 def parameter_groups(model: nn.Module, base_lr: float) -> list[dict]:
