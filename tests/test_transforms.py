@@ -6,6 +6,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
+from wsol_fast.config import scaled_resize
 from wsol_fast.data.augmentation import bas_crop_params
 from wsol_fast.data.transforms import (
     IMAGENET_MEAN,
@@ -15,7 +16,6 @@ from wsol_fast.data.transforms import (
     normalize_pixels,
     resize_boxes,
     resize_only_transform,
-    scaled_resize,
     train_transform,
 )
 
