@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from wsol_fast.data import IMAGENET_STD, ImageReadError, WSOLDataset, WSOLSplit, make_loader
-from wsol_fast.data.datasets import load_rgb
+from wsol_fast.data.images import load_rgb
 
 H, W = 37, 53
 

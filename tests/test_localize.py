@@ -17,7 +17,7 @@ from wsol_fast.engine.run import model_from_checkpoint
 from wsol_fast.localize import find_images, localize_main, overlay_names, read_annotations, read_class_names
 from wsol_fast.models import MobileNetBAS
 from wsol_fast.ops import eval_reference
-from wsol_fast.visualize import GT_COLOR, PRED_COLOR
+from wsol_fast.drawing import GT_COLOR, PRED_COLOR
 
 CLASSES = 4  # conftest's tiny synthetic set
 

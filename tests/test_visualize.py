@@ -9,8 +9,8 @@ from PIL import Image
 
 from test_localize import write_checkpoint
 from wsol_fast.cli import evaluate_main
-from wsol_fast.visualize import (GT_COLOR, PRED_COLOR, colorize, draw_box, overlay_heatmap, plot_training_curves,
-                                 render_tile, save_eval_grid, training_curves)
+from wsol_fast.drawing import GT_COLOR, PRED_COLOR, colorize, draw_box, overlay_heatmap, render_tile
+from wsol_fast.visualize import plot_training_curves, save_eval_grid, training_curves
 
 
 def is_picture(pixels: np.ndarray, colors: int = 50) -> bool:

@@ -35,11 +35,11 @@ from .config import PRESETS, TrainConfig
 from .data import ImageReadError, load_rgb, resize_boxes, resize_only_transform
 from .data.imagenet import parse_box
 from .data.records import annotation_error, numbered_lines
+from .drawing import GT_COLOR, PRED_COLOR, draw_box, draw_caption, overlay_heatmap
 from .engine.evaluate import EvalSettings, localization_maps
 from .engine.progress import console, make_progress, print_error, print_message, print_warning, results_table
 from .engine.run import model_from_checkpoint
 from .ops import evaluation as eval_ops
-from .visualize import GT_COLOR, PRED_COLOR, draw_box, draw_caption, overlay_heatmap
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 TOP_K = 5

@@ -7,23 +7,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import DATASETS, scaled_resize
+from ..config import DATASETS, LOADERS, TRAIN_CROPS, scaled_resize
 from .augmentation import derive_seed
 from .cub import SPLITS, read_cub
 from .datasets import (
-    LOADERS,
-    TRAIN_CROPS,
     SampleLoader,
     TorchLoader,
     WSOLDataset,
     build_loader,
     collate,
     epoch_indices,
-    load_rgb,
-    make_loader,
     shard_range,
 )
 from .imagenet import UNKNOWN_SIZE, read_imagenet
+from .images import load_rgb
+from .loaders import make_loader
 from .records import AnnotationError, ImageReadError, WSOLSplit, hold_out
 from .synthetic import MARKER_NAME, SyntheticSpec, generate_synthetic, render_sample
 from .transforms import (

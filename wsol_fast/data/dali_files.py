@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .images import load_rgb
 from .records import ImageReadError
 
 # Leading bytes of the image formats the loaders know (WebP: RIFF....WEBP, see ``image_kind``).
@@ -92,7 +93,6 @@ def find_problems(paths: list[Path], indices, check=file_problem) -> list[tuple[
 def undecodable(paths: list[Path], indices, message: str = "") -> list[tuple[int, Path, str]]:
     """``(index, path, problem)`` of the files among ``paths[indices]`` named in ``message`` (an
     error of DALI's), of a format DALI cannot decode, or failing a full PIL decode."""
-    from .datasets import load_rgb
 
     named = [(int(i), paths[i], "decoding failed in DALI") for i in indices if str(paths[i]) in message]
     if named:

@@ -1,8 +1,6 @@
-"""PyTorch dataset and loaders over a ``WSOLSplit`` with reproducible augmentation and order.
-
-``make_loader`` is the one factory the engine uses: DALI (``dali_loader.DaliLoader``) or the
-torch DataLoader (``TorchLoader``), both yielding the same batches for the same seed (up to
-resize interpolation) in the same order, from the same per-rank sample lists (``epoch_indices``).
+"""PyTorch dataset over a ``WSOLSplit`` with reproducible augmentation, the loaders' common
+part (``SampleLoader``: per-rank sample lists, ``epoch_indices``) and the torch DataLoader path
+(``TorchLoader``). ``loaders.make_loader`` picks between it and DALI's (``dali_loader``).
 """
 from __future__ import annotations
 
@@ -13,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms import InterpolationMode
 
-from ..config import LOADERS, TRAIN_CROPS
+from ..config import TRAIN_CROPS
 from .augmentation import bas_crop_params, derive_seed, resized_crop_box, resized_crop_params
 from .dali_files import describe, file_problem, find_problems, header_problem
+from .images import load_rgb
 from .records import ImageReadError, WSOLSplit
 from .transforms import (
     bas_boxes,
@@ -31,7 +30,6 @@ from .transforms import (
 )
 
 EVAL_PROTOCOLS = ("bas", "wsolevaluation")
-SIXTEEN_BIT_GREY = ("I;16", "I;16L", "I;16B")  # PIL modes of 16-bit grey PNG and TIFF files
 
 
 def resized_crop(image: Image.Image, params: tuple, image_size: int) -> torch.Tensor:
@@ -43,21 +41,6 @@ def resized_crop(image: Image.Image, params: tuple, image_size: int) -> torch.Te
     if params[4]:
         image = TF.hflip(image)
     return TF.pil_to_tensor(image)
-
-
-def load_rgb(path: Path, index: int) -> Image.Image:
-    """Open and fully decode an image as 8-bit RGB, with DALI's pixels: 16-bit grey (PNG, TIFF)
-    becomes ``round(v / 257)``, not PIL's clipped ``convert``; alpha is dropped. (16-bit colour
-    PNGs: PIL keeps the high byte, DALI rounds; they differ by at most one level.) Any failure
-    raises ImageReadError naming path and index."""
-    try:
-        with Image.open(path) as image:
-            if image.mode in SIXTEEN_BIT_GREY:
-                grey = np.rint(np.asarray(image, dtype=np.float64) / 257).astype(np.uint8)
-                return Image.fromarray(grey, "L").convert("RGB")
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"cannot read image {path} (dataset index {index}): {exc}") from exc
 
 
 class WSOLDataset(Dataset):
@@ -362,32 +345,3 @@ class TorchLoader(SampleLoader):
                 images, labels, indices = batch
                 batch = normalize_pixels(images.to(self.device, non_blocking=True)), labels, indices
             yield batch
-
-
-def make_loader(dataset: Dataset, batch_size: int, loader: str = "dali", shuffle: bool = False,
-                drop_last: bool = False, workers: int = 2, device: str = "cpu", shard_id: int = 0,
-                num_shards: int = 1, skip_bad_images: bool = False, channels_last: bool = False) -> SampleLoader:
-    """The loader of ``dataset`` (a WSOLDataset; the torch path takes any dataset with a ``split``).
-
-    ``loader="dali"``: DALI with ``workers`` threads, decoding on the GPU when ``device`` is CUDA;
-    when DALI is not importable it says so (RuntimeWarning) and uses the torch path.
-    ``loader="torch"``: DataLoader with ``workers`` processes. ``shuffle``: training order
-    (a function of ``(dataset.seed, epoch)``); ``shard_id``/``num_shards``: this rank's part;
-    ``channels_last``: images in channels_last memory.
-    """
-    if loader not in LOADERS:
-        raise ValueError(f"loader must be one of {LOADERS}, got {loader!r}")
-    options = dict(shuffle=shuffle, drop_last=drop_last, shard_id=shard_id, num_shards=num_shards,
-                   skip_bad_images=skip_bad_images, channels_last=channels_last)
-    if loader == "dali":
-        from .dali_pipelines import dali_import_error
-
-        error = dali_import_error()
-        if error is None:
-            from .dali_loader import DaliLoader
-
-            return DaliLoader(dataset, batch_size, workers=workers, device=device, **options)
-        warnings.warn(f"loader 'dali': NVIDIA DALI is not importable ({error}); loading with the torch "
-                      "DataLoader instead (pip install nvidia-dali-cuda130, or pass --loader torch)",
-                      RuntimeWarning, stacklevel=2)
-    return TorchLoader(dataset, batch_size, workers=workers, device=device, **options)
