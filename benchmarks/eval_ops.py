@@ -38,7 +38,8 @@ from wsol_fast.config import TrainConfig
 from wsol_fast.data import WSOLDataset, collate
 from wsol_fast.engine.evaluate import localization_maps
 from wsol_fast.engine.progress import console, print_message
-from wsol_fast.engine.run import load_data_split, model_from_checkpoint
+from wsol_fast.data import load_data_split
+from wsol_fast.models.restore import model_from_checkpoint
 from wsol_fast.metrics import MaxBoxAccCounts, threshold_sweep_ious
 from wsol_fast.ops import ext
 

@@ -48,7 +48,7 @@ from wsol_fast.data import WSOLDataset, scaled_resize  # noqa: E402
 from wsol_fast.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from wsol_fast.engine.optim import build_optimizer  # noqa: E402
 from wsol_fast.engine.progress import console, print_message  # noqa: E402
-from wsol_fast.engine.run import load_data_split  # noqa: E402
+from wsol_fast.data import load_data_split  # noqa: E402
 from wsol_fast.engine.trainer import EpochStats, Trainer  # noqa: E402
 from wsol_fast.models import MobileNetBAS  # noqa: E402
 

@@ -7,7 +7,7 @@ from wsol_fast.cli import config_from_arguments
 from wsol_fast.config import DataConfig
 from wsol_fast.engine.pretrain import pretrain_backbone
 from wsol_fast.engine.progress import console, print_error
-from wsol_fast.engine.run import load_data_split
+from wsol_fast.data import load_data_split
 from wsol_fast.fields import add_arguments, positive_float, positive_int
 
 

@@ -13,7 +13,8 @@ from wsol_fast.fields import positive_int
 from wsol_fast.config import TrainConfig
 from wsol_fast.data import WSOLDataset
 from wsol_fast.engine.progress import console, print_error
-from wsol_fast.engine.run import load_data_split, model_from_checkpoint
+from wsol_fast.data import load_data_split
+from wsol_fast.models.restore import model_from_checkpoint
 from wsol_fast.probe import probe_background
 
 

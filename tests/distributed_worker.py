@@ -12,7 +12,9 @@ from wsol_fast.checkpoint import atomic_save
 from wsol_fast.config import TrainConfig
 from wsol_fast.engine import distributed
 from wsol_fast.engine.evaluate import EvalSettings, evaluate
-from wsol_fast.engine.run import compute_mean_maps, load_data_split, model_from_checkpoint
+from wsol_fast.data import load_data_split
+from wsol_fast.engine.mean_map_pass import compute_mean_maps
+from wsol_fast.models.restore import model_from_checkpoint
 
 
 def mean_maps_and_counts(checkpoint: str) -> dict:

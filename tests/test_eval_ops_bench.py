@@ -11,7 +11,8 @@ import torch
 from wsol_fast.config import TrainConfig
 from wsol_fast.data import WSOLDataset, normalize_pixels
 from wsol_fast.engine.evaluate import localization_maps
-from wsol_fast.engine.run import load_data_split, model_from_checkpoint
+from wsol_fast.data import load_data_split
+from wsol_fast.models.restore import model_from_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import eval_ops  # noqa: E402

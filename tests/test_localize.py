@@ -13,7 +13,7 @@ from wsol_fast.checkpoint import atomic_save
 from wsol_fast.cli import main, train_config, train_parser
 from wsol_fast.data import load_rgb, resize_only_transform
 from wsol_fast.engine.evaluate import localization_maps
-from wsol_fast.engine.run import model_from_checkpoint
+from wsol_fast.models.restore import model_from_checkpoint
 from wsol_fast.localize import find_images, localize_main, overlay_names, read_annotations, read_class_names
 from wsol_fast.models import MobileNetBAS
 from wsol_fast.ops import eval_reference

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from wsol_fast.checkpoint import atomic_save, load_checkpoint
 from wsol_fast.losses import background_ratio, classification_loss, early_loss, late_loss
 from wsol_fast.mean_maps import MeanMaps, class_mean_maps
 from wsol_fast.models import BASOutput, MobileNetBAS
@@ -83,8 +84,9 @@ def test_class_mean_maps_equal_brute_force():
     assert MeanMaps(maps, counts).empty_classes == [1]
 
 
-def test_mean_maps_round_trip(tmp_path):
+def test_mean_maps_round_trip_through_a_checkpoint(tmp_path):
     saved = MeanMaps(torch.rand(3, 4, 4), torch.tensor([2, 0, 5]))
-    saved.save(tmp_path / "mean_maps.pt")
-    loaded = MeanMaps.load(tmp_path / "mean_maps.pt")
-    assert torch.equal(loaded.maps, saved.maps) and loaded.empty_classes == [1]
+    atomic_save({"mean_maps": saved.to_state()}, tmp_path / "checkpoint.pt")
+    loaded = MeanMaps.from_state(load_checkpoint(tmp_path / "checkpoint.pt")["mean_maps"])
+    assert torch.equal(loaded.maps, saved.maps) and torch.equal(loaded.counts, saved.counts)
+    assert loaded.empty_classes == [1]

@@ -12,7 +12,8 @@ import torch
 from test_localize import write_checkpoint
 from wsol_fast.config import TrainConfig
 from wsol_fast.data import WSOLDataset
-from wsol_fast.engine.run import load_data_split, model_from_checkpoint
+from wsol_fast.data import load_data_split
+from wsol_fast.models.restore import model_from_checkpoint
 from wsol_fast.probe import box_masks, dilate, probe_background
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,8 @@ from wsol_fast import losses
 from wsol_fast.checkpoint import atomic_save, load_checkpoint
 from wsol_fast.cli import evaluate_main, train_config, train_main, train_parser
 from wsol_fast.data import SyntheticSpec, generate_synthetic
-from wsol_fast.engine.run import model_from_checkpoint, run_training
+from wsol_fast.engine.run import run_training
+from wsol_fast.models.restore import model_from_checkpoint
 from wsol_fast.localize import localize_main
 
 ROOT = Path(__file__).resolve().parent.parent

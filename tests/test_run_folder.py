@@ -11,7 +11,8 @@ import pytest
 
 from wsol_fast.checkpoint import atomic_save, load_checkpoint
 from wsol_fast.cli import evaluate_main, train_config, train_main, train_parser
-from wsol_fast.engine.run import model_from_checkpoint, run_training
+from wsol_fast.engine.run import run_training
+from wsol_fast.models.restore import model_from_checkpoint
 from wsol_fast.engine.run_lock import LOCK_NAME, RunFolderBusyError, run_folder_lock
 from wsol_fast.localize import localize_main
 

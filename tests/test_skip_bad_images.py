@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from wsol_fast.checkpoint import load_checkpoint
 from wsol_fast.cli import evaluate_main, train_main
 from wsol_fast.data import SyntheticSpec, generate_synthetic, read_cub
 from wsol_fast.mean_maps import MeanMaps
@@ -50,7 +51,8 @@ def test_training_mean_maps_and_evaluation_leave_bad_images_out(damaged, tmp_pat
     for stage in ("early", "late"):
         (record,) = [json.loads(line) for line in (tmp_path / f"run/{stage}/log.jsonl").read_text().splitlines()]
         assert record["skipped_images"] == 4, stage  # 3 by the reader, the cut JPEG by the loader
-    assert int(MeanMaps.load(tmp_path / "run/late/mean_maps.pt").counts.sum()) == 8
+    late = load_checkpoint(tmp_path / "run/late/checkpoint.pt")
+    assert int(MeanMaps.from_state(late["mean_maps"]).counts.sum()) == 8
 
     result = tmp_path / "eval.json"
     assert evaluate_main(["--checkpoint", str(tmp_path / "run/late/checkpoint.pt"), "--protocol", "both",

@@ -11,7 +11,7 @@ from wsol_fast.cli import train_config, train_parser
 from wsol_fast.data import WSOLDataset, normalize_pixels
 from wsol_fast.engine import distributed
 from wsol_fast.engine.optim import build_optimizer
-from wsol_fast.engine.run import load_data_split
+from wsol_fast.data import load_data_split
 from wsol_fast.engine.step import stage_loss
 from wsol_fast.engine.trainer import EpochStats, Trainer
 from wsol_fast.models import MobileNetBAS

@@ -10,8 +10,10 @@ from wsol_fast import losses
 from wsol_fast.checkpoint import load_checkpoint
 from wsol_fast.data import normalize_pixels
 from wsol_fast.cli import evaluate_main, train_config, train_main, train_parser
-from wsol_fast.engine.run import load_data_split, run_training
+from wsol_fast.data import load_data_split
+from wsol_fast.engine.run import run_training
 from wsol_fast.engine.trainer import EpochStats, NonFiniteLossError, Trainer
+from wsol_fast.mean_maps import MeanMaps
 from wsol_fast.models import MobileNetBAS
 
 TINY = ["--synthetic-classes", "3", "--synthetic-train-per-class", "4", "--synthetic-test-per-class", "2",
@@ -56,11 +58,11 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path):
 def test_late_stage_starts_from_early_and_saves_mean_maps(tmp_path):
     run_training(config(tmp_path, "--epochs", "1"))
     late = run_training(config(tmp_path, "--stage", "late", "--epochs", "1"))
-    saved = torch.load(tmp_path / "run/late/mean_maps.pt", weights_only=True)
-    assert saved["maps"].shape == (3, 8, 8) and saved["counts"].tolist() == [4, 4, 4]
-    assert saved["empty_classes"] == []
-    state = load_checkpoint(tmp_path / "run/late/checkpoint.pt")
-    torch.testing.assert_close(state["mean_maps"]["maps"], saved["maps"])
+    saved = MeanMaps.from_state(load_checkpoint(tmp_path / "run/late/checkpoint.pt")["mean_maps"])
+    assert saved.maps.shape == (3, 8, 8) and saved.counts.tolist() == [4, 4, 4]
+    assert saved.empty_classes == [] and saved.maps.abs().sum() > 0
+    torch.testing.assert_close(late.mean_maps.maps.cpu(), saved.maps)
+    assert not (tmp_path / "run/late/mean_maps.pt").exists()  # the checkpoint holds the one copy
     assert "avg" in json.loads((tmp_path / "run/late/log.jsonl").read_text().splitlines()[0])
     assert late.epoch == 1
     out = tmp_path / "eval.json"

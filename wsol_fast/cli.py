@@ -135,7 +135,8 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     from .engine import distributed
     from .engine.evaluate import SWEEP_NORMS, EvalSettings, evaluate, threshold_sweep
     from .engine.progress import console, print_error, results_table
-    from .engine.run import load_data_split, model_from_checkpoint
+    from .data import load_data_split
+    from .models.restore import model_from_checkpoint
 
     args = evaluate_parser().parse_args(argv)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under `deepspeed launch/evaluate.py`: each rank a shard

@@ -38,7 +38,7 @@ from .data.records import annotation_error, numbered_lines
 from .drawing import GT_COLOR, PRED_COLOR, draw_box, draw_caption, overlay_heatmap
 from .engine.evaluate import EvalSettings, localization_maps
 from .engine.progress import console, make_progress, print_error, print_message, print_warning, results_table
-from .engine.run import model_from_checkpoint
+from .models.restore import model_from_checkpoint
 from .ops import evaluation as eval_ops
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})

@@ -1,12 +1,10 @@
 """Class-wise mean foreground maps (METHOD.md §4): one forward pass of the early-stage model in
 eval mode over the training set (test transform), per-class sums and counts, divide."""
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from . import ops
-from .checkpoint import atomic_save, load_checkpoint
 
 
 @torch.no_grad()
@@ -56,11 +54,11 @@ class MeanMaps:
         """Classes that had no training image (their map is zero)."""
         return torch.nonzero(self.counts == 0).flatten().tolist()
 
-    def save(self, path: Path) -> None:
-        atomic_save({"maps": self.maps.cpu(), "counts": self.counts.cpu(),
-                     "empty_classes": self.empty_classes}, path)
+    def to_state(self) -> dict:
+        """``{"maps", "counts"}`` on the CPU, as a checkpoint stores them."""
+        return {"maps": self.maps.cpu(), "counts": self.counts.cpu()}
 
     @classmethod
-    def load(cls, path: Path) -> "MeanMaps":
-        state = load_checkpoint(path)
+    def from_state(cls, state: dict) -> "MeanMaps":
+        """Inverse of ``to_state``."""
         return cls(state["maps"], state["counts"])

@@ -14,7 +14,7 @@ import torch
 from . import metrics
 from .data import load_rgb, resize_boxes, resize_only_transform
 from .drawing import compose_grid, render_tile
-from .engine.run import load_data_split
+from .data import load_data_split
 from .localize import Localizer, box_to_original
 
 # Log fields that are not curves (bookkeeping) and the order the curves are drawn in.

@@ -5,8 +5,6 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..config import DATASETS, LOADERS, TRAIN_CROPS, scaled_resize
 from .augmentation import derive_seed
 from .cub import SPLITS, read_cub
@@ -23,6 +21,7 @@ from .imagenet import UNKNOWN_SIZE, read_imagenet
 from .images import load_rgb
 from .loaders import make_loader
 from .records import AnnotationError, ImageReadError, WSOLSplit, hold_out
+from .splits import load_data_split, load_split, synthetic_spec
 from .synthetic import MARKER_NAME, SyntheticSpec, generate_synthetic, render_sample
 from .transforms import (
     IMAGENET_MEAN,
@@ -35,35 +34,6 @@ from .transforms import (
     train_transform,
 )
 from .wsolevaluation import read_wsolevaluation
-
-IMAGENET_LOAD_SPLITS = {"train": "train", "test": "val", "val": "val"}
-
-
-def load_split(
-    dataset: str, data_root: str | Path, split: str, synthetic_spec: SyntheticSpec | None = None,
-    skip_bad_images: bool = False,
-) -> WSOLSplit:
-    """The ``split`` ("train" or "test") of ``dataset`` (one of ``DATASETS``) at ``data_root``.
-
-    "synthetic": generated into ``data_root`` first when it holds no finished synthetic set
-    (with ``synthetic_spec``, default ``SyntheticSpec()``); a set generated from another spec
-    raises ValueError when ``synthetic_spec`` is given and is read as is when it is None.
-    "imagenet": "train" is the train folder, "test" (or "val") the validation set.
-    ``skip_bad_images``: images whose header the reader cannot read are left out, in ``skipped``.
-    """
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    if dataset == "imagenet":
-        if split not in IMAGENET_LOAD_SPLITS:
-            raise ValueError(f"split must be one of {tuple(IMAGENET_LOAD_SPLITS)}, got {split!r}")
-        return read_imagenet(data_root, IMAGENET_LOAD_SPLITS[split], skip_bad_images=skip_bad_images)
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    root = Path(data_root)
-    if dataset == "synthetic" and (synthetic_spec is not None or not (root / MARKER_NAME).is_file()):
-        generate_synthetic(root, synthetic_spec or SyntheticSpec())
-    return read_cub(root, split, skip_bad_images)
-
 
 __all__ = [
     "DATASETS",
@@ -91,7 +61,9 @@ __all__ = [
     "normalize_pixels",
     "generate_synthetic",
     "load_rgb",
+    "load_data_split",
     "load_split",
+    "synthetic_spec",
     "make_loader",
     "read_cub",
     "read_imagenet",

@@ -244,3 +244,14 @@ def with_batch_sizes(config: dict, global_batch: int, grad_accum: int, world: in
                              f"--grad-accum {grad_accum} on {world} processes ({key}={value}); "
                              "drop it from the file")
     return {**config, **sizes}
+
+
+def resolve_device(requested: str) -> str:
+    """This process's device: DeepSpeed's accelerator decides (``cuda:LOCAL_RANK`` or ``cpu``);
+    ``requested`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) must agree with it."""
+    actual = device()
+    if requested not in ("auto", actual.type, str(actual)):
+        raise ValueError(f"--device {requested}: this process runs on {actual} (DeepSpeed accelerator "
+                         f"DS_ACCELERATOR={os.environ.get('DS_ACCELERATOR')}; select GPUs with "
+                         "CUDA_VISIBLE_DEVICES or the deepspeed launcher's --include)")
+    return str(actual)

@@ -285,7 +285,7 @@ class Trainer:
                  "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
                  "deepspeed": {"dir": DEEPSPEED_DIR, "tag": self.tag()}}
         if self.mean_maps is not None:
-            state["mean_maps"] = {"maps": self.mean_maps.maps.cpu(), "counts": self.mean_maps.counts.cpu()}
+            state["mean_maps"] = self.mean_maps.to_state()
         return state
 
     def tag(self) -> str:
