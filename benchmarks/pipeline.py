@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bas_baseline import bas_early_loss, bas_forward  # noqa: E402
 from throughput import PeakRSS, run_steps, synchronize  # noqa: E402
 
-from wsol_fast.cli import train_config, train_parser  # noqa: E402
+from wsol_fast.commands.train import train_config, train_parser  # noqa: E402
 from wsol_fast.config import PRECISIONS, OptimConfig, RunConfig  # noqa: E402
 from wsol_fast.data import WSOLDataset, scaled_resize  # noqa: E402
 from wsol_fast.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402

@@ -1,7 +1,7 @@
-"""Evaluate a checkpoint on the test split. See ``--help``."""
+"""Evaluate a checkpoint (same as ``wsol-fast evaluate``; ``deepspeed launch/evaluate.py ...`` shards it). See ``--help``."""
 import sys
 
-from wsol_fast.cli import evaluate_main
+from wsol_fast.commands.evaluate import evaluate_main
 
 if __name__ == "__main__":
     sys.exit(evaluate_main())

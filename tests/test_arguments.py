@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from wsol_fast.cli import evaluate_main, train_main
-from wsol_fast.localize import localize_main
+from wsol_fast.commands.evaluate import evaluate_main
+
+from wsol_fast.commands.train import train_main
+from wsol_fast.commands.localize import localize_main
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_BAD = [("--lr", "1e38"), ("--lr", "0"), ("--lr", "nan"), ("--alpha", "nan"), ("--alpha", "-1"),

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from wsol_fast import losses
-from wsol_fast.cli import evaluate_parser, train_config, train_parser
+from wsol_fast.commands.evaluate import evaluate_parser
+from wsol_fast.commands.train import train_config, train_parser
 from wsol_fast.config import (DATASETS, PRESETS, DataConfig, LossConfig, OptimConfig, RunConfig, TrainConfig,
                               scaled_resize)
 from wsol_fast.data import SyntheticSpec
@@ -92,7 +93,7 @@ def test_config_file_is_the_base_and_flags_override_it(tmp_path):
     ('{"run": {"speed": 3}}', "unknown keys ['speed']"),
 ])
 def test_a_bad_config_file_is_refused_naming_file_and_field(tmp_path, capsys, content, message):
-    from wsol_fast.cli import train_main
+    from wsol_fast.commands.train import train_main
     path = tmp_path / "run.json"
     path.write_text(content)
     assert train_main(["--config", str(path), "--out", str(tmp_path / "out")]) == 1

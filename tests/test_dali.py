@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from wsol_fast.config import TrainConfig
-from wsol_fast.cli import train_config, train_parser
+from wsol_fast.commands.train import train_config, train_parser
 from wsol_fast.data import (
     IMAGENET_STD,
     ImageReadError,

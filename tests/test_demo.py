@@ -1,16 +1,13 @@
 """The demo's report over several seeds: mean and sample spread of every number, every seed's
 value kept, the thresholds each seed chose."""
-import runpy
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+import wsol_fast.commands.demo
 
 
 @pytest.fixture(scope="module")
 def demo():
-    return runpy.run_path(str(ROOT / "launch/demo.py"))
+    return vars(wsol_fast.commands.demo)
 
 
 def result(value: float, threshold: float) -> dict:

@@ -10,11 +10,12 @@ import torch
 from PIL import Image
 
 from wsol_fast.checkpoint import atomic_save
-from wsol_fast.cli import main, train_config, train_parser
+from wsol_fast.cli import main
+from wsol_fast.commands.train import train_config, train_parser
 from wsol_fast.data import load_rgb, resize_only_transform
 from wsol_fast.engine.evaluate import localization_maps
 from wsol_fast.models.restore import model_from_checkpoint
-from wsol_fast.localize import find_images, localize_main, overlay_names, read_annotations, read_class_names
+from wsol_fast.commands.localize import find_images, localize_main, overlay_names, read_annotations, read_class_names
 from wsol_fast.models import MobileNetBAS
 from wsol_fast.ops import eval_reference
 from wsol_fast.drawing import GT_COLOR, PRED_COLOR
@@ -183,12 +184,13 @@ def test_bad_inputs_are_refused_with_a_clear_message(tmp_path, tiny_synthetic_ro
         ([empty], [], "no images"),
         ([images], ["--annotations", bad_annotations], "ann.txt:2: box coordinates are not numbers"),
         ([images], ["--annotations", tmp_path / "none.txt"], "annotation file not found"),
-        ([images], ["--map-class", "gt"], "needs labels"),
         ([images], ["--class-names", names], "has 4 classes, --class-names"),
     ]
     for paths, extra, message in cases:
         assert run_localize(checkpoint, paths, out, *extra) == 1, message
         assert message in capsys.readouterr().out.replace("\n", "")
+    assert run_localize(checkpoint, [images], out, "--map-class", "gt") == 2  # flags that cannot go together
+    assert "error: --map-class gt needs labels" in capsys.readouterr().out
     assert localize_main(["--checkpoint", str(tmp_path / "nope.pt"), str(images), "--out", str(out)]) == 1
     assert "checkpoint not found" in capsys.readouterr().out
     assert not out.exists(), "a refused run writes nothing"

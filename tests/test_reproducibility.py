@@ -13,7 +13,7 @@ from kernel_testing import EXACT_RUN_FLAGS
 
 from wsol_fast import kernels, ops
 from wsol_fast.checkpoint import load_checkpoint
-from wsol_fast.cli import train_config, train_parser
+from wsol_fast.commands.train import train_config, train_parser
 from wsol_fast.engine.distributed import LAUNCHER_VARIABLES, free_port
 from wsol_fast.engine.run import run_training
 

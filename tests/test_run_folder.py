@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from wsol_fast.checkpoint import atomic_save, load_checkpoint
-from wsol_fast.cli import evaluate_main, train_config, train_main, train_parser
+from wsol_fast.commands.evaluate import evaluate_main
+from wsol_fast.commands.train import train_config, train_main, train_parser
 from wsol_fast.engine.run import run_training
 from wsol_fast.models.restore import model_from_checkpoint
 from wsol_fast.engine.run_lock import LOCK_NAME, RunFolderBusyError, run_folder_lock
-from wsol_fast.localize import localize_main
+from wsol_fast.commands.localize import localize_main
 
 TINY = ["--synthetic-classes", "3", "--synthetic-train-per-class", "4", "--synthetic-test-per-class", "1",
         "--synthetic-image-size", "32", "--image-size", "32", "--batch-size", "4", "--width", "0.25",

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from wsol_fast.checkpoint import load_checkpoint
-from wsol_fast.cli import evaluate_main, train_main
+from wsol_fast.commands.evaluate import evaluate_main
+from wsol_fast.commands.train import train_main
 from wsol_fast.data import SyntheticSpec, generate_synthetic, read_cub
 from wsol_fast.mean_maps import MeanMaps
 

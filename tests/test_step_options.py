@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from wsol_fast.cli import train_config, train_parser
+from wsol_fast.commands.train import train_config, train_parser
 from wsol_fast.data import WSOLDataset, normalize_pixels
 from wsol_fast.engine import distributed
 from wsol_fast.engine.optim import build_optimizer

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from wsol_fast.checkpoint import load_checkpoint
-from wsol_fast.cli import evaluate_main, train_config, train_main, train_parser
+from wsol_fast.commands.evaluate import evaluate_main
+from wsol_fast.commands.train import train_config, train_main, train_parser
 from wsol_fast.engine.deepspeed_files import deepspeed_safe_globals
 from wsol_fast.engine.run import run_training
-from wsol_fast.localize import localize_main
+from wsol_fast.commands.localize import localize_main
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--synthetic-classes", "3", "--synthetic-train-per-class", "4", "--synthetic-test-per-class", "1",

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from test_localize import write_checkpoint
-from wsol_fast.cli import evaluate_main
+from wsol_fast.commands.evaluate import evaluate_main
 from wsol_fast.drawing import GT_COLOR, PRED_COLOR, colorize, draw_box, overlay_heatmap, render_tile
 from wsol_fast.visualize import plot_training_curves, save_eval_grid, training_curves
 

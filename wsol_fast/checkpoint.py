@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import WsolFastError
+
 
 TEMPORARY_GLOB = ".*.tmp-*"  # the partial files of atomic_save (``.NAME.tmp-PID``) in a folder
 
@@ -34,7 +36,7 @@ def atomic_save(obj, path: str | Path) -> Path:
     return path
 
 
-class CheckpointError(ValueError):
+class CheckpointError(WsolFastError, ValueError):
     """A checkpoint file that cannot be used: unreadable, truncated, refused (it asks to run code),
     of another model, or holding non-finite weights. The message names the file."""
 

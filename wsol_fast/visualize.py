@@ -15,7 +15,7 @@ from . import metrics
 from .data import load_rgb, resize_boxes, resize_only_transform
 from .drawing import compose_grid, render_tile
 from .data import load_data_split
-from .localize import Localizer, box_to_original
+from .inference import Localizer, box_to_original
 
 # Log fields that are not curves (bookkeeping) and the order the curves are drawn in.
 NOT_CURVES = ("run", "epoch", "lr", "images_per_s", "seconds", "skipped_images", "processes")  # bookkeeping

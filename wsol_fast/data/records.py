@@ -8,14 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import WsolFastError
 from .tables import BoxTable, PathTable
 
 
-class AnnotationError(ValueError):
+class AnnotationError(WsolFastError, ValueError):
     """A malformed annotation file; the message reads ``"{path}:{lineno}: {what}: {line!r}"``."""
 
 
-class ImageReadError(OSError):
+class ImageReadError(WsolFastError, OSError):
     """An image that cannot be opened or decoded; the message names its path (and index)."""
 
 

@@ -15,13 +15,14 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import TEMPORARY_GLOB
+from ..errors import WsolFastError
 from . import distributed
 from .progress import print_message
 
 LOCK_NAME = "run.lock"
 
 
-class RunFolderBusyError(OSError):
+class RunFolderBusyError(WsolFastError, OSError):
     """Another live process holds the run folder's lock."""
 
 

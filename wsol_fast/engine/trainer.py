@@ -30,16 +30,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .step import StepOptions, TrainStep
 from ..checkpoint import CheckpointError, atomic_save
 from ..config import TrainConfig
 from ..data import make_loader
+from ..errors import WsolFastError
 from ..mean_maps import MeanMaps
 from ..models.health import model_problem
 from . import distributed
 from .deepspeed_files import load_weights_only
 from .optim import build_optimizer, build_scheduler
 from .progress import JsonLog, make_progress
+from .step import StepOptions, TrainStep
 
 CHECKPOINT_NAME = "checkpoint.pt"
 DEEPSPEED_DIR = "deepspeed"  # DeepSpeed checkpoints, beside checkpoint.pt
@@ -47,7 +48,7 @@ FAULT_ENV = "WSOL_FAST_FAULT_AFTER_STEP"
 FAULT_EXIT_CODE = 17
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(WsolFastError, FloatingPointError):
     """A loss, the weights or the model's outputs became NaN or Inf; the last checkpoint on disk is
     the last good one."""
 

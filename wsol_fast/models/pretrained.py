@@ -18,13 +18,14 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint
+from ..errors import WsolFastError
 
 _CLASSIFIER_KEYS = re.compile(r"^(fc|classifier|head)\.")
 _TIMM_BLOCK = re.compile(r"^blocks\.(\d+)\.(\d+)\.(conv_dw|bn1|conv_pw|bn2)\.(.+)$")
 _TIMM_LAYER_INDEX = {"conv_dw": 0, "bn1": 1, "conv_pw": 3, "bn2": 4}
 
 
-class PretrainedMismatchError(ValueError):
+class PretrainedMismatchError(WsolFastError, ValueError):
     """The pretrained file does not fit the backbone."""
 
 

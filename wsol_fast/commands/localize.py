@@ -17,7 +17,6 @@ image was localized, 1 when none was or the input is bad, 2 for unusable argumen
 """
 import argparse
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -28,91 +27,22 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from . import metrics
-from .argtypes import map_class, normalization
-from .fields import non_negative_int, positive_int, unit_interval
-from .config import PRESETS, TrainConfig
-from .data import ImageReadError, load_rgb, resize_boxes, resize_only_transform
-from .data.imagenet import parse_box
-from .data.records import annotation_error, numbered_lines
-from .drawing import GT_COLOR, PRED_COLOR, draw_box, draw_caption, overlay_heatmap
-from .engine.evaluate import EvalSettings, localization_maps
-from .engine.progress import console, make_progress, print_error, print_message, print_warning, results_table
-from .models.restore import model_from_checkpoint
-from .ops import evaluation as eval_ops
+from .. import metrics
+from ..argtypes import map_class, normalization
+from ..config import TrainConfig
+from ..data import ImageReadError, load_rgb, resize_boxes, resize_only_transform
+from ..data.imagenet import parse_box
+from ..data.records import annotation_error, numbered_lines
+from ..drawing import GT_COLOR, PRED_COLOR, draw_box, draw_caption, overlay_heatmap
+from ..engine.evaluate import EvalSettings
+from ..engine.progress import console, make_progress, print_message, print_warning, results_table
+from ..errors import UsageError
+from ..fields import non_negative_int, positive_int, unit_interval
+from ..inference import Localizer, box_to_original
+from .common import run_command
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 TOP_K = 5
-
-
-@dataclass
-class Localization:
-    """One batch: ``probs`` (B, C) float32 softmax, ``maps`` (B, S, S) float32 normalized
-    localization maps, ``boxes`` (B, 4) int64 in input pixels (exclusive maxima)."""
-
-    probs: torch.Tensor
-    maps: torch.Tensor
-    boxes: torch.Tensor
-
-
-class Localizer:
-    """A checkpoint's model with the settings that turn its maps into boxes.
-
-    ``norm`` / ``threshold`` default to those saved with the checkpoint by ``evaluate.py
-    --sweep``, else min-max and ``config.PRESETS``' thresholds; ``map_class``: ``top1``,
-    ``topk:K``, ``all``, or ``gt`` (then calls need labels).
-    """
-
-    def __init__(self, checkpoint: str | Path, norm: str | None = None, threshold: float | None = None,
-                 map_class: str = "top1", device: str = "cpu"):
-        self.checkpoint = Path(checkpoint)
-        self.model, state = model_from_checkpoint(self.checkpoint)
-        self.model.eval().to(device)
-        self.device = device
-        self.config = TrainConfig.from_dict(state["config"])
-        self.run = str(state.get("run", self.checkpoint.parent.name))
-        saved = state.get("eval_settings", {})
-        method = saved.get("method", self.config.loss.method)
-        if threshold is None:
-            threshold = saved.get("threshold", PRESETS[self.config.data.dataset].thresholds[method])
-        if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-            raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
-        self.settings = EvalSettings(method=method, norm=norm or saved.get("norm", "minmax"),
-                                     threshold=float(threshold), map_class=map_class)
-
-    @property
-    def num_classes(self) -> int:
-        return self.model.num_classes
-
-    @property
-    def title(self) -> str:
-        """Run name, normalization and threshold, e.g. ``late (percentile:99, t=0.35)``."""
-        return f"{self.run} ({self.settings.norm}, t={self.settings.threshold:g})"
-
-    def check_classes(self, count: int, what: str) -> None:
-        """Raise ValueError unless ``what`` (a split, a name list) has this model's class count."""
-        if count != self.num_classes:
-            raise ValueError(f"checkpoint {self.checkpoint} has {self.num_classes} classes, {what} has {count}")
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> Localization:
-        """images (B, 3, S, S) normalized float32; labels (B,) int64, needed for map class ``gt``."""
-        settings = self.settings
-        if settings.map_class == "gt" and labels is None:
-            raise ValueError("map class 'gt' needs labels; use top1, topk:K or all for unlabeled images")
-        labels = None if labels is None else labels.to(self.device)
-        scores, maps = localization_maps(self.model, images.to(self.device), labels, settings.method,
-                                         settings.map_class)
-        normalized = eval_ops.normalize(maps, settings.norm)
-        boxes = eval_ops.largest_component_boxes(normalized, [settings.threshold], empty="full")[:, 0]
-        return Localization(scores.softmax(dim=1).cpu(), normalized.cpu(), boxes.cpu())
-
-
-def box_to_original(box, width: int, height: int, size: int) -> list[float]:
-    """A box in the pixels of the (size, size) network input -> the (width, height) original's
-    pixels (floats, 2 decimals); exclusive maxima stay exclusive."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    sx, sy = width / size, height / size
-    return [round(x0 * sx, 2), round(y0 * sy, 2), round(x1 * sx, 2), round(y1 * sy, 2)]
 
 
 @dataclass(frozen=True)
@@ -374,23 +304,21 @@ def _device(text: str) -> str:
 
 def localize_main(argv: list[str] | None = None) -> int:
     """``wsol-fast localize``; returns the exit status (see the module docstring)."""
-    args = localize_parser().parse_args(argv)
+    return run_command(_localize, localize_parser().parse_args(argv))
+
+
+def _localize(args: argparse.Namespace) -> int:
     if args.map_class == "gt":
-        print_error("--map-class gt needs labels; use top1, topk:K or all")
-        return 1
-    try:
-        entries = find_images(args.paths)
-        if not entries:
-            raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {', '.join(args.paths)}")
-        localizer = Localizer(args.checkpoint, args.norm, args.threshold, args.map_class, args.device)
-        names = read_class_names(args.class_names) if args.class_names else None
-        if names is not None:
-            localizer.check_classes(len(names), f"--class-names {args.class_names}")
-        names = names or default_class_names(localizer.config, localizer.num_classes)
-        gt_boxes, unmatched = read_annotations(args.annotations, entries) if args.annotations else ({}, 0)
-    except (FileNotFoundError, ValueError) as error:
-        print_error(error)
-        return 1
+        raise UsageError("--map-class gt needs labels; use top1, topk:K or all")
+    entries = find_images(args.paths)
+    if not entries:
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {', '.join(args.paths)}")
+    localizer = Localizer(args.checkpoint, args.norm, args.threshold, args.map_class, args.device)
+    names = read_class_names(args.class_names) if args.class_names else None
+    if names is not None:
+        localizer.check_classes(len(names), f"--class-names {args.class_names}")
+    names = names or default_class_names(localizer.config, localizer.num_classes)
+    gt_boxes, unmatched = read_annotations(args.annotations, entries) if args.annotations else ({}, 0)
     if unmatched:
         print_warning(f"{unmatched} annotation line(s) name no image given; ignored")
     records, skipped = localize_all(localizer, entries, names, gt_boxes, Path(args.out), args.batch_size,
@@ -400,6 +328,5 @@ def localize_main(argv: list[str] | None = None) -> int:
                                 [summary_row(r) for r in records[:20]], ["image", "class", "prob", "box"]))
     console.print(f"wrote {Path(args.out) / 'localizations.json'}, detections_coco.json and overlays/")
     if not records:
-        print_error("no image could be localized")
-        return 1
+        raise ValueError("no image could be localized")
     return 0

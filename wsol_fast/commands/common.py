@@ -1,0 +1,51 @@
+"""What every command shares: the wrapper that turns bad input into one ``error:`` line and an
+exit status (``run_command``), and the run configuration built from generated flags
+(``config_from_arguments``) or read from a saved ``config.json`` (``read_config``)."""
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from ..config import PRESETS, TrainConfig, scaled_resize
+from ..engine.progress import print_error
+from ..errors import UsageError, WsolFastError
+from ..fields import apply_arguments
+
+# Bad input as a command meets it: ours (they name file, flag or value), a missing or unwritable
+# file, a value out of range, a non-finite number. Anything else is a bug and keeps its traceback.
+COMMAND_ERRORS = (WsolFastError, OSError, ValueError, FloatingPointError)
+
+
+def run_command(body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``body(args)``'s exit status; bad input is printed as ``error: <message>`` and gives 1
+    (2 for flags that cannot go together, as argparse's own usage errors)."""
+    try:
+        return body(args)
+    except COMMAND_ERRORS as error:
+        print_error(error)
+        return 2 if isinstance(error, UsageError) else 1
+
+
+def read_config(path: Path) -> TrainConfig:
+    """The TrainConfig saved at ``path`` (a run's config.json); errors name the file."""
+    try:
+        return TrainConfig.from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
+        raise WsolFastError(f"--config {path}: {error}") from error
+
+
+def config_from_arguments(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """The flags given (sections' flags from ``fields.add_arguments``) over ``base`` (a saved
+    config), or else over the dataset's preset and the defaults; ``--resize`` follows a new
+    ``--image-size`` unless given."""
+    cfg = base or TrainConfig()
+    given = apply_arguments(args, cfg)
+    if base is None:
+        cfg.apply_preset(PRESETS[cfg.data.dataset])
+        apply_arguments(args, cfg)
+        if cfg.data.dataset != "synthetic" and "data.data_root" not in given:
+            raise UsageError(f"--data-root is required for --dataset {cfg.data.dataset}")
+    if "data.image_size" in given and "data.resize" not in given:
+        cfg.data.resize = scaled_resize(cfg.data.image_size)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,38 @@
+"""Pre-train the MobileNetV1 backbone as a plain classifier on a dataset's training split and save
+it as a pytorch-ssd base net for ``train --pretrained`` (a stand-in for ImageNet weights):
+``wsol-fast pretrain`` (``launch/pretrain.py``)."""
+import argparse
+
+from ..config import DataConfig
+from ..data import load_data_split
+from ..engine.pretrain import pretrain_backbone
+from ..engine.progress import console
+from ..fields import add_arguments, positive_float, positive_int
+from .common import config_from_arguments, run_command
+
+
+def pretrain_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="runs/default/pretrain")
+    parser.add_argument("--width", type=positive_float, default=1.0)
+    parser.add_argument("--epochs", type=positive_int, default=12)
+    parser.add_argument("--lr", type=positive_float, default=0.1, help="peak of the one-cycle schedule")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    add_arguments(parser, DataConfig, "data", "data")
+    return parser
+
+
+def pretrain_main(argv: list[str] | None = None) -> int:
+    """``wsol-fast pretrain``; returns the exit status."""
+    return run_command(_pretrain, pretrain_parser().parse_args(argv))
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    cfg = config_from_arguments(args)
+    split = load_data_split(cfg, "train")
+    path = pretrain_backbone(split, args.out, args.width, cfg.data.image_size, cfg.data.resize,
+                             args.epochs, args.lr, cfg.data.batch_size, cfg.data.workers,
+                             args.seed, args.device, cfg.data.train_crop)
+    console.print(f"saved {path}")
+    return 0
