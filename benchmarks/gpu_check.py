@@ -151,7 +151,7 @@ def eval_ops(args, out: Path) -> dict:
     seconds = time.perf_counter() - start
     return {"steps": [{"command": "in process", "rc": 0, "seconds": seconds}], "maps": chunks * len(maps),
             "thresholds": len(thresholds), "seconds": seconds, "boxes_shape": list(boxes.shape),
-            "extension": evaluation.use_extension(maps)}
+            "extension": evaluation.largest_component_boxes.backend_for(maps) == "ext"}
 
 
 def read_json(path: Path):

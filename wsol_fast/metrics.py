@@ -11,7 +11,8 @@ import abc
 import numpy as np
 import torch
 
-from .ops import evaluation, ext
+from .ops import eval_reference, evaluation, ext
+from .ops.registry import FastPath, Op
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 
@@ -98,6 +99,35 @@ def max_iou_over_boxes(pred: list[torch.Tensor], gt, gt_valid=None) -> torch.Ten
     return best.scatter_reduce(0, owner, iou, "amax", include_self=True)
 
 
+def _sweep_ious_in_one_pass(maps: torch.Tensor, gt, levels: torch.Tensor,
+                            gt_valid=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``threshold_sweep_ious`` through the extension: every threshold in one pass."""
+    padded, valid = ground_truth_boxes(gt, gt_valid)
+    valid_first = torch.argsort((~valid).int(), dim=1, stable=True)
+    padded = padded.gather(1, valid_first.unsqueeze(-1).expand(-1, -1, 4))
+    valid = valid.gather(1, valid_first)
+    boxes, every = ext.largest_component_boxes_and_best_iou(maps, levels, padded.to(maps.device),
+                                                            valid.sum(dim=1).to(maps.device), empty="zero")
+    return box_iou(boxes.cpu(), padded, valid), every.cpu()
+
+
+def _sweep_ious_per_threshold(maps: torch.Tensor, gt, levels: torch.Tensor,
+                              gt_valid=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``threshold_sweep_ious`` by the reference ops: components labelled once per threshold."""
+    largest_boxes = eval_reference.largest_component_boxes(maps, levels, empty="zero")
+    largest = box_iou(largest_boxes.cpu(), gt, gt_valid)
+    zero_box = torch.zeros(1, 4, dtype=torch.int64)
+    every = []
+    for level in levels.tolist():
+        boxes = [b.cpu() if len(b) else zero_box for b in eval_reference.all_component_boxes(maps, level)]
+        every.append(max_iou_over_boxes(boxes, gt, gt_valid))
+    return largest, torch.stack(every, dim=1)
+
+
+_THRESHOLD_SWEEP = Op("threshold_sweep_ious", _sweep_ious_per_threshold,
+                      FastPath("ext", _sweep_ious_in_one_pass, evaluation.extension_unavailable, warn=True))
+
+
 def threshold_sweep_ious(maps: torch.Tensor, gt, thresholds,
                          gt_valid=None) -> tuple[torch.Tensor, torch.Tensor]:
     """wsolevaluation's box sweep: maps (B, H, W) normalized float, thresholds (T,) ->
@@ -105,22 +135,7 @@ def threshold_sweep_ious(maps: torch.Tensor, gt, thresholds,
     (B, T) float64. An empty mask counts as the box [0, 0, 0, 0], as in wsolevaluation.
     The extension does every threshold in one pass; the reference labels once per threshold."""
     levels = torch.as_tensor(thresholds, dtype=torch.float64).flatten()
-    if evaluation.use_extension(maps):
-        padded, valid = ground_truth_boxes(gt, gt_valid)
-        valid_first = torch.argsort((~valid).int(), dim=1, stable=True)
-        padded = padded.gather(1, valid_first.unsqueeze(-1).expand(-1, -1, 4))
-        valid = valid.gather(1, valid_first)
-        boxes, every = ext.largest_component_boxes_and_best_iou(maps, levels, padded.to(maps.device),
-                                                                valid.sum(dim=1).to(maps.device), empty="zero")
-        return box_iou(boxes.cpu(), padded, valid), every.cpu()
-    largest_boxes = evaluation.largest_component_boxes(maps, levels, empty="zero")
-    largest = box_iou(largest_boxes.cpu(), gt, gt_valid)
-    zero_box = torch.zeros(1, 4, dtype=torch.int64)
-    every = []
-    for level in levels.tolist():
-        boxes = [b.cpu() if len(b) else zero_box for b in evaluation.all_component_boxes(maps, level)]
-        every.append(max_iou_over_boxes(boxes, gt, gt_valid))
-    return largest, torch.stack(every, dim=1)
+    return _THRESHOLD_SWEEP(maps, gt, levels, gt_valid)
 
 
 def topk_correct(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

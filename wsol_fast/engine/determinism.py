@@ -13,7 +13,7 @@ import torch
 
 def use_deterministic_algorithms() -> None:
     """Deterministic cuBLAS workspaces, cuDNN algorithms and PyTorch ops (an op without a
-    deterministic form raises); the ops dispatcher then also avoids Triton atomics."""
+    deterministic form raises); the op registry then also avoids Triton atomics."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.deterministic = True

@@ -1,4 +1,4 @@
-"""Public ops with one reference and several fast paths (see ``dispatch``)."""
+"""Public ops with one reference and several fast paths, picked by one rule (``registry``)."""
 from .training import (
     accumulate_class_sums,
     background_product,

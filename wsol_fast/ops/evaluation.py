@@ -1,36 +1,36 @@
-"""Evaluation ops, dispatched. Signatures, shapes and definitions are those of
-``eval_reference``. The C++/CUDA extension (``ext``) serves percentile normalization and box
-extraction whenever it is built for the maps' device; ``WSOL_FAST_OPS=reference`` forces the
-reference and ``WSOL_FAST_OPS=ext`` requires the extension. Ops the extension does not have
-(other normalizations, all-component boxes) always run the reference."""
-import warnings
-
+"""Evaluation ops through the op registry (``registry``). Signatures, shapes and definitions
+are those of ``eval_reference``; the C++/CUDA extension (``ext``) serves percentile
+normalization and box extraction wherever it is built for the maps' device. Ops the extension
+does not have (the other normalizations, all-component boxes) run the reference."""
 import torch
 
 from . import eval_reference as reference
 from . import ext
-from .dispatch import forced_backend
+from .registry import FastPath, Op
 
 
-def use_extension(maps: torch.Tensor) -> bool:
-    """Whether the extension serves ``maps``; says so (once) when it cannot."""
-    backend = forced_backend()
-    if backend == "reference":
-        return False
-    usable = ext.available() and (maps.device.type == "cpu" or ext.has_cuda())
-    if backend == "ext" and not usable:
-        raise RuntimeError(f"WSOL_FAST_OPS=ext, but wsol_fast._C is not built for {maps.device.type} "
-                           "tensors (pip install --no-build-isolation -e .; FORCE_CUDA=1 for CUDA)")
-    if not usable:
-        warnings.warn(f"wsol_fast._C is not built for {maps.device.type} tensors: evaluation ops "
-                      "run the slow PyTorch reference", RuntimeWarning, stacklevel=3)
-    return usable
+def extension_unavailable(maps: torch.Tensor, forced: bool) -> str | None:
+    """Why the extension cannot serve ``maps`` (None: it can)."""
+    if ext.available() and (maps.device.type == "cpu" or ext.has_cuda()):
+        return None
+    return (f"wsol_fast._C is not built for {maps.device.type} tensors (pip install --no-build-isolation -e .; "
+            "FORCE_CUDA=1 for CUDA)")
 
 
-def percentile_max_normalize(maps: torch.Tensor, p: float = 99.0) -> torch.Tensor:
-    """clamp(M / P_p(M), 0, 1) per map. (B, H, W) float -> float32."""
-    implementation = ext if use_extension(maps) else reference
-    return implementation.percentile_max_normalize(maps, p)
+def extension(function) -> FastPath:
+    """The fast path of the extension's ``function`` (looked up in ``ext`` at each call)."""
+    def call(*args, **kwargs):
+        return getattr(ext, function.__name__)(*args, **kwargs)
+
+    return FastPath("ext", call, extension_unavailable, warn=True)
+
+
+# clamp(M / P_p(M), 0, 1) per map. (B, H, W) float -> float32.
+percentile_max_normalize = Op("percentile_max_normalize", reference.percentile_max_normalize,
+                              extension(ext.percentile_max_normalize))
+# Largest 8-connected component's box of ``maps > t`` per threshold. (B, H, W) -> (B, T, 4) int64.
+largest_component_boxes = Op("largest_component_boxes", reference.largest_component_boxes,
+                             extension(ext.largest_component_boxes))
 
 
 def normalize(maps: torch.Tensor, spec: str) -> torch.Tensor:
@@ -39,12 +39,6 @@ def normalize(maps: torch.Tensor, spec: str) -> torch.Tensor:
     if name == "percentile":
         return percentile_max_normalize(maps, p)
     return reference.normalize(maps, spec)
-
-
-def largest_component_boxes(maps: torch.Tensor, thresholds, empty: str = "full") -> torch.Tensor:
-    """Largest 8-connected component's box of ``maps > t`` per threshold. (B, H, W) -> (B, T, 4) int64."""
-    implementation = ext if use_extension(maps) else reference
-    return implementation.largest_component_boxes(maps, thresholds, empty)
 
 
 def all_component_boxes(maps: torch.Tensor, threshold: float) -> list[torch.Tensor]:
