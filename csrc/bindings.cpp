@@ -88,35 +88,6 @@ std::tuple<at::Tensor, at::Tensor> threshold_sweep(const at::Tensor& maps,
   return threshold_sweep_cpu(contiguous, levels, empty_full, truth, truth_counts);
 }
 
-at::Tensor best_box_iou(const at::Tensor& boxes, const at::Tensor& gt_boxes,
-                        const at::Tensor& gt_counts) {
-  constexpr const char* op = "best_box_iou";
-  TORCH_CHECK_VALUE(boxes.dim() == 3 && boxes.size(2) == 4 && boxes.scalar_type() == at::kDouble, op,
-              ": boxes must be a float64 (B, T, 4) tensor, got ", boxes.scalar_type(),
-              " of shape ", boxes.sizes());
-  TORCH_CHECK_VALUE(gt_boxes.dim() == 3 && gt_boxes.size(0) == boxes.size(0) && gt_boxes.size(2) == 4 &&
-                  gt_boxes.scalar_type() == at::kDouble && gt_boxes.device() == boxes.device(),
-              op, ": gt_boxes must be a float64 (B, K, 4) tensor beside the boxes, got ",
-              gt_boxes.scalar_type(), " of shape ", gt_boxes.sizes());
-  TORCH_CHECK_VALUE(gt_counts.dim() == 1 && gt_counts.size(0) == boxes.size(0) &&
-                  gt_counts.scalar_type() == at::kLong && gt_counts.device() == boxes.device(),
-              op, ": gt_counts must be an int64 (B,) tensor beside the boxes");
-  TORCH_CHECK_VALUE(gt_counts.numel() == 0 ||
-                  at::all((gt_counts >= 0) & (gt_counts <= gt_boxes.size(1))).item<bool>(),
-              op, ": gt_counts must lie in [0, K=", gt_boxes.size(1), "]");
-  const at::Tensor box_data = boxes.contiguous();
-  const at::Tensor truth = gt_boxes.contiguous();
-  const at::Tensor counts = gt_counts.contiguous();
-  if (boxes.is_cuda()) {
-#ifdef WITH_CUDA
-    return best_box_iou_cuda(box_data, truth, counts);
-#else
-    require_cuda_build(op);
-#endif
-  }
-  return best_box_iou_cpu(box_data, truth, counts);
-}
-
 }  // namespace
 }  // namespace wsol
 
@@ -133,6 +104,4 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("empty_full"), py::arg("gt_boxes") = py::none(), py::arg("gt_counts") = py::none(),
         "Largest-component boxes (B, T, 4) int64 at ascending thresholds and, with ground truth, "
         "the best IoU over all components (B, T) float64 (else None)");
-  m.def("best_box_iou", &wsol::best_box_iou, py::arg("boxes"), py::arg("gt_boxes"),
-        py::arg("gt_counts"), "Best '+1' IoU of (B, T, 4) boxes against (B, K, 4) ground truth");
 }

@@ -1,5 +1,5 @@
 // Declarations of the evaluation ops (percentile normalization, all-threshold
-// largest-component boxes, IoU), implemented in *_cpu.cpp and *_cuda.cu.
+// largest-component boxes with their best IoU), implemented in *_cpu.cpp and *_cuda.cu.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -32,10 +32,6 @@ std::tuple<at::Tensor, at::Tensor> threshold_sweep_cpu(const at::Tensor& maps,
                                                        bool empty_full,
                                                        const at::Tensor& gt_boxes,
                                                        const at::Tensor& gt_counts);
-// Best "+1" IoU of every box against its image's ground-truth boxes; (B, T, 4) float64,
-// (B, K, 4) float64, (B,) int64 -> (B, T) float64.
-at::Tensor best_box_iou_cpu(const at::Tensor& boxes, const at::Tensor& gt_boxes,
-                            const at::Tensor& gt_counts);
 
 // Raises ValueError naming the first map flagged in `bad` (B,) int32 (NaN or Inf found).
 inline void check_no_bad_map(const at::Tensor& bad, const char* op) {
@@ -51,8 +47,6 @@ std::tuple<at::Tensor, at::Tensor> threshold_sweep_cuda(const at::Tensor& maps,
                                                         bool empty_full,
                                                         const at::Tensor& gt_boxes,
                                                         const at::Tensor& gt_counts);
-at::Tensor best_box_iou_cuda(const at::Tensor& boxes, const at::Tensor& gt_boxes,
-                             const at::Tensor& gt_counts);
 #endif
 
 }  // namespace wsol

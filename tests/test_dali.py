@@ -38,8 +38,8 @@ from wsol_fast.data.augmentation import RESIZED_CROP_SCALE, resized_crop_box, re
 SIZE, RESIZE, BATCH, COUNT = 32, 37, 4, 11  # 11 samples: not a multiple of the batch or of 2, 3 ranks
 LEVEL = 1 / 255 / min(IMAGENET_STD)  # one grey level in normalized units (the largest step)
 AGREEMENT = {"cpu": (5, 0.5), "cuda": (24, 2.0)}  # DALI device -> (max, mean) grey levels
-DALI_DEVICES = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
-KINDS = ["torch"] + [f"dali-{device}" for device in DALI_DEVICES]
+DALI_DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+KINDS = ["torch", "dali-cpu", pytest.param("dali-cuda", marks=pytest.mark.gpu)]
 
 
 def write_image(path, rng, width, height):

@@ -24,7 +24,7 @@ from wsol_fast.data import (
 
 SIZE = 40
 RESIZE = scaled_resize(SIZE)
-DEVICES = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,10 @@
 
 IoU uses the "+1" convention: a box ``(x0, y0, x1, y1)`` covers ``(x1 - x0 + 1) * (y1 - y0 + 1)``.
 Accumulators keep integer counts in a dict of tensors, so batches and ranks just add up:
-``merge`` adds another accumulator, ``state_dict``/``load_state_dict``/``from_state`` move the
-counts (all-reduce the tensors of ``state_dict`` with SUM across ranks). ``summary`` returns
+``state_dict``/``load_state_dict`` move the counts (all-reduce the tensors of ``state_dict``
+with SUM across ranks). ``summary`` returns
 floats, accuracies in percent.
 """
-import abc
-
 import numpy as np
 import torch
 
@@ -159,14 +157,10 @@ def _class_mean_percent(part: torch.Tensor, whole: torch.Tensor) -> float:
     return 100.0 * float((part[seen].double() / whole[seen].double()).mean())
 
 
-class _Counts(abc.ABC):
+class _Counts:
     """Integer counts that add up; subclasses fill ``self.state`` in ``__init__``."""
 
     state: dict[str, torch.Tensor]
-
-    @abc.abstractmethod
-    def config(self) -> dict:
-        """Constructor arguments other than the device (accumulators to merge must agree)."""
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: counts.clone() for name, counts in self.state.items()}
@@ -180,27 +174,9 @@ class _Counts(abc.ABC):
                                  f"expected {tuple(self.state[name].shape)}")
             self.state[name] = counts.to(self.state[name]).clone()
 
-    @classmethod
-    def from_state(cls, state: dict[str, torch.Tensor], **config):
-        counts = cls(**config)
-        counts.load_state_dict(state)
-        return counts
-
-    def merge(self, other: "_Counts") -> None:
-        """Add another accumulator's counts (same class and configuration) into this one."""
-        if type(other) is not type(self) or not _same_config(other.config(), self.config()):
-            raise ValueError(f"cannot merge {type(other).__name__}{other.config()} "
-                             f"into {type(self).__name__}{self.config()}")
-        for name, counts in other.state.items():
-            self.state[name] += counts.to(self.state[name].device)
-
     def _require_images(self, images: torch.Tensor) -> None:
         if int(images.sum()) == 0:
             raise ValueError(f"{type(self).__name__}: no image counted yet")
-
-
-def _same_config(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a)
 
 
 def _check_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -220,9 +196,6 @@ class ClassificationCounts(_Counts):
         self.num_classes = num_classes
         self.state = {name: torch.zeros(num_classes, dtype=torch.int64, device=device)
                       for name in ("images", "top1", "top5")}
-
-    def config(self) -> dict:
-        return {"num_classes": self.num_classes}
 
     def update(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
         """scores (B, C) (logits or probabilities), labels (B,) int."""
@@ -254,9 +227,6 @@ class LocalizationCounts(_Counts):
         self.iou_threshold = float(iou_threshold)
         self.state = {name: torch.zeros(num_classes, dtype=torch.int64, device=device)
                       for name in ("images", "gt_known", "top1_loc", "top5_loc")}
-
-    def config(self) -> dict:
-        return {"num_classes": self.num_classes, "iou_threshold": self.iou_threshold}
 
     def update(self, iou: torch.Tensor, labels: torch.Tensor, top1_correct: torch.Tensor,
                top5_correct: torch.Tensor) -> None:
@@ -307,9 +277,6 @@ class MaxBoxAccCounts(_Counts):
         self.state = {"images": torch.zeros((), dtype=torch.int64, device=device),
                       "largest": torch.zeros(shape, dtype=torch.int64, device=device),
                       "all": torch.zeros(shape, dtype=torch.int64, device=device)}
-
-    def config(self) -> dict:
-        return {"thresholds": self.thresholds.numpy(), "iou_thresholds": self.iou_thresholds.numpy()}
 
     def update(self, largest_iou: torch.Tensor, all_iou: torch.Tensor) -> None:
         """largest_iou, all_iou (B, T) float: best IoU per image and map threshold of the

@@ -134,11 +134,6 @@ class JsonLog:
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
 
-    def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-
 
 def results_table(title: str, rows: list[dict], columns: list[str]) -> Table:
     """A rich table of ``rows`` (dicts) with the given columns; floats shown with 2 decimals. The

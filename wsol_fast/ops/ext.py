@@ -1,21 +1,16 @@
 """Thin wrappers of the C++/CUDA evaluation extension ``wsol_fast._C``.
 
 Same semantics as ``eval_reference`` (percentile-max normalization, largest 8-connected
-component boxes at many thresholds) plus the "+1" IoU used by MaxBoxAcc/MaxBoxAccV2. Maps are
-``(B, H, W)`` float32/float16/bfloat16/float64 tensors on the CPU or (with a CUDA build) a GPU;
-any strides. Bad input raises ``ValueError`` naming the argument (and the map for NaN/Inf).
+component boxes at many thresholds, with the best "+1" IoU over all components for
+MaxBoxAccV2). Maps are ``(B, H, W)`` float32/float16/bfloat16/float64 tensors on the CPU or
+(with a CUDA build) a GPU; any strides. Bad input raises ``ValueError`` naming the argument (and the map for NaN/Inf).
 """
-from collections.abc import Sequence
-
 import torch
 
 try:
     from wsol_fast import _C
 except ImportError:  # not built (e.g. a source checkout without ``pip install -e .``)
     _C = None
-
-DEFAULT_IOU_THRESHOLDS = (0.3, 0.5, 0.7)
-
 
 def available() -> bool:
     """Whether the extension is built and importable."""
@@ -126,32 +121,3 @@ def largest_component_boxes_and_best_iou(maps: torch.Tensor, thresholds, gt_boxe
     _check_maps(maps)
     truth, counts = _ground_truth(gt_boxes, gt_counts, maps.shape[0], maps.device)
     return _sweep(maps, thresholds, empty, truth, counts)
-
-
-def best_box_iou(boxes: torch.Tensor, gt_boxes, gt_counts=None) -> torch.Tensor:
-    """Best "+1" IoU (area = (x1 - x0 + 1) * (y1 - y0 + 1)) of every box against its image's
-    ground-truth boxes; 0 for an image without any. boxes (B, T, 4), gt_boxes (B, K, 4),
-    gt_counts (B,) (None: all K) -> (B, T) float64."""
-    _require_extension()
-    if not isinstance(boxes, torch.Tensor) or boxes.ndim != 3 or boxes.shape[2] != 4:
-        raise ValueError(f"boxes: expected a (B, T, 4) tensor, got {type(boxes).__name__} "
-                         f"of shape {tuple(getattr(boxes, 'shape', ()))}")
-    truth, counts = _ground_truth(gt_boxes, gt_counts, boxes.shape[0], boxes.device)
-    return _C.best_box_iou(boxes.to(torch.float64), truth, counts)
-
-
-def iou_hit_counts(best_iou: torch.Tensor,
-                   iou_thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS) -> torch.Tensor:
-    """Images whose best IoU is >= delta, per threshold and delta: (B, T) float -> (T, D) int64."""
-    if not isinstance(best_iou, torch.Tensor) or best_iou.ndim != 2:
-        raise ValueError(f"best_iou: expected a (B, T) tensor, got shape "
-                         f"{tuple(getattr(best_iou, 'shape', ()))}")
-    deltas = torch.as_tensor(iou_thresholds, dtype=torch.float64, device=best_iou.device).flatten()
-    return (best_iou.to(torch.float64).unsqueeze(-1) >= deltas).sum(dim=0)
-
-
-def box_hit_counts(boxes: torch.Tensor, gt_boxes, gt_counts=None,
-                   iou_thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS) -> torch.Tensor:
-    """MaxBoxAcc counts: images whose box at threshold t has best IoU >= delta.
-    boxes (B, T, 4), gt_boxes (B, K, 4), gt_counts (B,) -> (T, D) int64."""
-    return iou_hit_counts(best_box_iou(boxes, gt_boxes, gt_counts), iou_thresholds)
