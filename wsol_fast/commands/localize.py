@@ -31,8 +31,7 @@ from .. import metrics
 from ..argtypes import map_class, normalization
 from ..config import TrainConfig
 from ..data import ImageReadError, load_rgb, resize_boxes, resize_only_transform
-from ..data.imagenet import parse_box
-from ..data.records import annotation_error, numbered_lines
+from ..data.annotations import annotation_error, numbered_lines, parse_corner_box, read_class_names
 from ..drawing import GT_COLOR, PRED_COLOR, draw_box, draw_caption, overlay_heatmap
 from ..engine.evaluate import EvalSettings
 from ..engine.progress import console, make_progress, print_message, print_warning, results_table
@@ -107,7 +106,7 @@ def read_annotations(path: str | Path, entries: list[ImageEntry]) -> tuple[dict[
         if len(fields) != 5:
             raise fail("expected 'image x0 y0 x1 y1' (or comma-separated)")
         name = fields[0].strip()
-        box = parse_box([f.strip() for f in fields[1:]], fail)
+        box = parse_corner_box([f.strip() for f in fields[1:]], fail)
         index = by_key.get(name, by_path.get((path.parent / name).resolve()))
         if index is None:
             unmatched += 1
@@ -116,21 +115,11 @@ def read_annotations(path: str | Path, entries: list[ImageEntry]) -> tuple[dict[
     return boxes, unmatched
 
 
-def read_class_names(path: str | Path) -> list[str]:
-    """Class names, one a non-blank line (line k names class k - 1); CUB's ``classes.txt``
-    (``1 name``, ``2 name``, ...) is read too."""
-    lines = [line.strip() for _, line in numbered_lines(Path(path))]
-    split = [line.split(None, 1) for line in lines]
-    if all(len(parts) == 2 and parts[0] == str(k + 1) for k, parts in enumerate(split)):
-        return [parts[1] for parts in split]
-    return lines
-
-
 def default_class_names(config: TrainConfig, num_classes: int) -> list[str] | None:
     """The training set's ``classes.txt`` (CUB layout) when it is there and fits, else None."""
     path = Path(config.data.data_root) / "classes.txt"
     if config.data.dataset in ("cub", "synthetic") and path.is_file():
-        names = read_class_names(path)
+        names = read_class_names(path, numbered=True)
         return names if len(names) == num_classes else None
     return None
 
@@ -314,7 +303,7 @@ def _localize(args: argparse.Namespace) -> int:
     if not entries:
         raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {', '.join(args.paths)}")
     localizer = Localizer(args.checkpoint, args.norm, args.threshold, args.map_class, args.device)
-    names = read_class_names(args.class_names) if args.class_names else None
+    names = read_class_names(Path(args.class_names)) if args.class_names else None
     if names is not None:
         localizer.check_classes(len(names), f"--class-names {args.class_names}")
     names = names or default_class_names(localizer.config, localizer.num_classes)

@@ -7,7 +7,6 @@ Blank lines are ignored; anything else malformed raises ``AnnotationError`` nami
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -15,8 +14,8 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .records import (AnnotationError, ImageReadError, WSOLSplit, annotation_error, check_boxes_in_images,
-                      numbered_lines)
+from .annotations import annotation_error, numbered_lines, parse_xywh_box, read_class_names
+from .records import AnnotationError, ImageReadError, WSOLSplit, check_boxes_in_images
 
 SPLITS = ("train", "test")
 
@@ -36,21 +35,6 @@ def _parse_int(path: Path, lineno: int, line: str, text: str, what: str) -> int:
         return int(text)
     except ValueError:
         raise annotation_error(path, lineno, f"{what} is not an integer ({text!r})", line) from None
-
-
-def _read_classes(path: Path) -> list[str]:
-    names = []
-    for lineno, line in numbered_lines(path):
-        class_text, name = _fields(path, lineno, line, 2, free_text_last=True)
-        class_id = _parse_int(path, lineno, line, class_text, "class id")
-        if class_id != len(names) + 1:
-            raise annotation_error(
-                path, lineno, f"class ids must run 1, 2, 3, ... in order; expected {len(names) + 1}", line
-            )
-        names.append(name)
-    if not names:
-        raise AnnotationError(f"{path}: no classes listed")
-    return names
 
 
 def _read_images(path: Path) -> dict[int, tuple[str, int]]:
@@ -114,18 +98,6 @@ def _parse_is_train(values: list[str], fail: Callable[[str], AnnotationError]) -
     return values[0] == "1"
 
 
-def _parse_box(values: list[str], fail: Callable[[str], AnnotationError]) -> np.ndarray:
-    try:
-        x, y, w, h = (float(v) for v in values)
-    except ValueError:
-        raise fail("box values are not numbers") from None
-    if not all(math.isfinite(v) for v in (x, y, w, h)):
-        raise fail("box values must be finite")
-    if w <= 0 or h <= 0:
-        raise fail(f"box width and height must be positive, found w={w:g} h={h:g}")
-    return np.array([[x, y, x + w, y + h]], dtype=np.float32)
-
-
 def _line_of(path: Path, image_id: int) -> int:
     """The line of ``path`` (an ``id ...`` file) that holds ``image_id`` (for error messages)."""
     return next(lineno for lineno, line in numbered_lines(path) if line.split()[0] == str(image_id))
@@ -172,11 +144,11 @@ def read_cub(root: str | Path, split: str, skip_bad_images: bool = False) -> WSO
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"CUB-200-2011 root directory not found: {root}")
-    class_names = _read_classes(root / "classes.txt")
+    class_names = read_class_names(root / "classes.txt", numbered=True)
     images = _read_images(root / "images.txt")
     labels = _read_per_image(root / "image_class_labels.txt", images, 1, _class_parser(len(class_names)))
     is_train = _read_per_image(root / "train_test_split.txt", images, 1, _parse_is_train)
-    boxes = _read_per_image(root / "bounding_boxes.txt", images, 4, _parse_box)
+    boxes = _read_per_image(root / "bounding_boxes.txt", images, 4, parse_xywh_box)
 
     listed = [image_id for image_id in images if is_train[image_id] == (split == "train")]
     kept, sizes, skipped = read_image_sizes(

@@ -20,7 +20,6 @@ are (0, 4) (training and the mean-map pass need neither; reading 1.28 M headers 
 """
 from __future__ import annotations
 
-import math
 import os
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
@@ -31,7 +30,8 @@ import numpy as np
 
 from . import listing_cache
 from .cub import read_image_sizes
-from .records import AnnotationError, WSOLSplit, annotation_error, check_boxes_in_images, numbered_lines
+from .annotations import annotation_error, numbered_lines, parse_corner_box
+from .records import AnnotationError, WSOLSplit, check_boxes_in_images
 from .tables import BoxTable, PathTable
 
 SPLITS = ("train", "val")
@@ -42,23 +42,6 @@ SOLUTION_CSV = "LOC_val_solution.csv"
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
 CSV_HEADER = "ImageId,PredictionString"
 BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
-
-
-def parse_box(texts: list[str], fail: Callable[[str], AnnotationError]) -> list[float]:
-    """``[x0, y0, x1, y1]`` from four number strings; ``fail(what)`` builds the error to raise.
-
-    The values must be finite with ``x1 >= x0`` and ``y1 >= y0`` (ImageNet's inclusive pixel
-    coordinates make ``x1 == x0`` a one-pixel-wide box).
-    """
-    try:
-        x0, y0, x1, y1 = (float(text) for text in texts)
-    except ValueError:
-        raise fail(f"box coordinates are not numbers ({' '.join(texts)!r})") from None
-    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-        raise fail("box coordinates must be finite")
-    if x1 < x0 or y1 < y0:
-        raise fail(f"box needs x1 >= x0 and y1 >= y0, found {x0:g} {y0:g} {x1:g} {y1:g}")
-    return [x0, y0, x1, y1]
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -189,7 +172,7 @@ def _read_xml(path: Path, class_index: dict[str, int]) -> _Annotation:
         if bndbox is None:
             raise fail_object("missing <bndbox> in <object>")
         wnids.append(wnid)
-        boxes.append(parse_box([_xml_text(bndbox, tag, fail_object) for tag in BOX_TAGS], fail_object))
+        boxes.append(parse_corner_box([_xml_text(bndbox, tag, fail_object) for tag in BOX_TAGS], fail_object))
     return _Annotation(class_index[wnids[0]], _boxes_array(boxes), size)
 
 
@@ -229,7 +212,7 @@ def _read_solution_csv(path: Path, class_index: dict[str, int]) -> dict[str, tup
         for wnid, *_ in groups:
             if wnid not in class_index:
                 raise fail(f"unknown wnid {wnid!r} (not a class)")
-        boxes = [parse_box(coords, fail) for _, *coords in groups]
+        boxes = [parse_corner_box(coords, fail) for _, *coords in groups]
         annotation = _Annotation(class_index[groups[0][0]], _boxes_array(boxes), None)
         annotations[image_id] = (annotation, f"{path}:{lineno}")
     return annotations

@@ -1,8 +1,9 @@
-"""The in-memory record of one dataset split, and the errors the data readers raise."""
+"""The in-memory record of one dataset split, and the errors the data readers raise (the text
+of annotation files is read by ``annotations``)."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,11 +19,6 @@ class AnnotationError(WsolFastError, ValueError):
 
 class ImageReadError(WsolFastError, OSError):
     """An image that cannot be opened or decoded; the message names its path (and index)."""
-
-
-def annotation_error(path: Path, lineno: int, what: str, line: str) -> AnnotationError:
-    """The error for line ``lineno`` (1-based) of ``path`` saying ``what`` is wrong with it."""
-    return AnnotationError(f"{path}:{lineno}: {what}: {line!r}")
 
 
 def check_boxes_in_images(boxes: list[np.ndarray], sizes, where: Callable[[int], str]) -> None:
@@ -43,17 +39,6 @@ def check_boxes_in_images(boxes: list[np.ndarray], sizes, where: Callable[[int],
     if partly:
         warnings.warn(f"{partly} ground-truth box(es) extend beyond their image; the protocols clip them to it",
                       RuntimeWarning, stacklevel=3)
-
-
-def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(lineno, line)`` for the non-blank lines of ``path``, line endings (and a BOM) removed."""
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    with open(path, encoding="utf-8-sig") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            line = raw.rstrip("\r\n")
-            if line.strip():
-                yield lineno, line
 
 
 @dataclass

@@ -22,11 +22,11 @@ from typing import TypeVar
 import numpy as np
 
 from .cub import read_image_size
-from .imagenet import UNKNOWN_SIZE, parse_box
-from .records import AnnotationError, WSOLSplit, annotation_error, numbered_lines
+from .annotations import Fail, annotation_error, numbered_lines, parse_corner_box, read_class_names
+from .imagenet import UNKNOWN_SIZE
+from .records import AnnotationError, WSOLSplit
 
 T = TypeVar("T")
-Fail = Callable[[str], AnnotationError]
 
 
 def _read_image_ids(path: Path) -> dict[str, int]:
@@ -104,14 +104,6 @@ def _parse_size(values: list[str], fail: Fail) -> tuple[int, int]:
     return width, height
 
 
-def _read_class_names(path: Path) -> list[str]:
-    """The class names, one a non-blank line: the k-th such line names label k - 1."""
-    names = [line.strip() for _, line in numbered_lines(path)]
-    if not names:
-        raise AnnotationError(f"{path}: no class names listed")
-    return names
-
-
 def read_wsolevaluation(
     metadata_dir: str | Path, image_root: str | Path, class_names_file: str | Path | None = None
 ) -> WSOLSplit:
@@ -141,13 +133,13 @@ def read_wsolevaluation(
         class_names = [str(c) for c in range(max(label for (label,) in labels.values()) + 1)]
     else:
         class_names_file = Path(class_names_file)
-        class_names = _read_class_names(class_names_file)
+        class_names = read_class_names(class_names_file, numbered=False)
         parse_label = _label_parser(class_names_file, len(class_names))
         labels = _read_table(metadata_dir / "class_labels.txt", image_ids, 1, parse_label)
 
     boxes_path, sizes_path = metadata_dir / "localization.txt", metadata_dir / "image_sizes.txt"
     if boxes_path.is_file():
-        table = _read_table(boxes_path, image_ids, 4, parse_box, several_per_image=True)
+        table = _read_table(boxes_path, image_ids, 4, parse_corner_box, several_per_image=True)
         boxes = [np.array(table[image_id], dtype=np.float32) for image_id in image_ids]
     else:
         boxes = [np.zeros((0, 4), dtype=np.float32)] * len(image_ids)
