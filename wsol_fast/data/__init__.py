@@ -10,6 +10,7 @@ from .augmentation import derive_seed
 from .cub import SPLITS, read_cub
 from .datasets import (
     SampleLoader,
+    TenCropDataset,
     TorchLoader,
     WSOLDataset,
     build_loader,
@@ -49,6 +50,7 @@ __all__ = [
     "TorchLoader",
     "UNKNOWN_SIZE",
     "SyntheticSpec",
+    "TenCropDataset",
     "WSOLDataset",
     "WSOLSplit",
     "hold_out",

@@ -128,6 +128,24 @@ class WSOLDataset(Dataset):
         return resize_boxes(boxes, width, height, self.image_size)
 
 
+class TenCropDataset(Dataset):
+    """(10, 3, S, S) ten crops (corners, center, and their flips) of the resized image, for the
+    ten-crop classification of the BAS protocol; yields ``(crops, label, index)``."""
+
+    def __init__(self, split, image_size: int = 224, resize: int = 256):
+        self.split, self.image_size, self.resize = split, image_size, resize
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitem__(self, index):
+        image = TF.resize(load_rgb(self.split.image_paths[index], index), [self.resize, self.resize],
+                          antialias=True)
+        crops = TF.ten_crop(image, self.image_size)
+        pixels = torch.stack([TF.pil_to_tensor(c) for c in crops])
+        return normalize_pixels(pixels), int(self.split.labels[index]), index
+
+
 def build_loader(
     dataset: Dataset,
     batch_size: int,

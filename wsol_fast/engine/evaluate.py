@@ -12,12 +12,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
-from torch.utils.data import Dataset
 
 from .. import metrics
-from ..data import WSOLDataset, load_rgb, make_loader
-from ..data.transforms import normalize_pixels
+from ..data import TenCropDataset, WSOLDataset, make_loader
 from ..ops import evaluation as eval_ops
 from . import distributed
 
@@ -86,24 +83,6 @@ def localization_maps(model, images: torch.Tensor, labels: torch.Tensor, method:
             maps = torch.stack([all_maps[rows, top[:, j]] for j in range(top.shape[1])], 1).mean(1, keepdim=True)
     maps = F.interpolate(maps.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
     return scores, maps[:, 0]
-
-
-class TenCropDataset(Dataset):
-    """(10, 3, S, S) ten crops (corners, center, and their flips) of the resized image, for the
-    ten-crop classification of the BAS protocol; yields ``(crops, label, index)``."""
-
-    def __init__(self, split, image_size: int = 224, resize: int = 256):
-        self.split, self.image_size, self.resize = split, image_size, resize
-
-    def __len__(self):
-        return len(self.split)
-
-    def __getitem__(self, index):
-        image = TF.resize(load_rgb(self.split.image_paths[index], index), [self.resize, self.resize],
-                          antialias=True)
-        crops = TF.ten_crop(image, self.image_size)
-        pixels = torch.stack([TF.pil_to_tensor(c) for c in crops])
-        return normalize_pixels(pixels), int(self.split.labels[index]), index
 
 
 @torch.no_grad()
