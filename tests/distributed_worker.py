@@ -10,6 +10,7 @@ import torch
 
 from wsol_fast.checkpoint import atomic_save
 from wsol_fast.config import TrainConfig
+from wsol_fast import collectives
 from wsol_fast.engine import distributed
 from wsol_fast.engine.evaluate import EvalSettings, evaluate
 from wsol_fast.data import load_data_split
@@ -37,8 +38,8 @@ def rank_buffers(rank: int) -> torch.Tensor:
 def averaged_batchnorm_buffers() -> torch.Tensor:
     """This process's ``rank_buffers`` after ``average_batchnorm_buffers_`` (as before a checkpoint)."""
     layer = torch.nn.BatchNorm2d(5)
-    layer.running_mean.copy_(rank_buffers(distributed.rank())[0])
-    layer.running_var.copy_(rank_buffers(distributed.rank())[1])
+    layer.running_mean.copy_(rank_buffers(collectives.rank())[0])
+    layer.running_var.copy_(rank_buffers(collectives.rank())[1])
     distributed.average_batchnorm_buffers_(torch.nn.Sequential(layer))
     return torch.stack([layer.running_mean, layer.running_var])
 
@@ -47,8 +48,8 @@ if __name__ == "__main__":
     checkpoint, out = [a for a in sys.argv[1:] if not a.startswith("--local_rank")]
     distributed.init_process_group()
     result = mean_maps_and_counts(checkpoint)
-    result["world_size"] = distributed.world_size()
+    result["world_size"] = collectives.world_size()
     result["batchnorm_buffers"] = averaged_batchnorm_buffers()
-    if distributed.is_main():
+    if collectives.is_main():
         atomic_save(result, out)
     distributed.shutdown()

@@ -26,7 +26,8 @@ import torch
 
 from wsol_fast.checkpoint import load_checkpoint
 from wsol_fast.commands.train import train_config, train_parser
-from wsol_fast.engine.distributed import CrossRankBatchNorm2d, convert_sync_batchnorm, free_port, with_batch_sizes
+from wsol_fast.engine.distributed import free_port, with_batch_sizes
+from wsol_fast.models.layers import CrossRankBatchNorm2d, convert_sync_batchnorm
 from wsol_fast.engine.run import run_training
 from wsol_fast.engine.trainer import FAULT_ENV, FAULT_EXIT_CODE, seed_everything
 from wsol_fast.models import MobileNetBAS

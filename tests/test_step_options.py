@@ -9,6 +9,7 @@ import torch
 
 from wsol_fast.commands.train import train_config, train_parser
 from wsol_fast.data import WSOLDataset, normalize_pixels
+from wsol_fast import collectives
 from wsol_fast.engine import distributed
 from wsol_fast.engine.optim import build_optimizer
 from wsol_fast.data import load_data_split
@@ -170,4 +171,4 @@ def test_speed_options_are_saved_with_the_run(tmp_path):
     trainer, _, _ = one_step(tmp_path / "run", "--channels-last")
     saved = trainer.state_dict()["config"]["run"]
     assert (saved["precision"], saved["channels_last"], saved["compile"]) == ("fp32", True, None)
-    assert distributed.world_size() == 1
+    assert collectives.world_size() == 1

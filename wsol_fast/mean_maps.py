@@ -15,7 +15,7 @@ def class_mean_maps(model, loader, num_classes: int, device: torch.device | str 
     ``loader`` yields batches whose first two items are images (B, 3, H, W) and labels (B,).
     Returns ``maps`` (C, H/8, W/8) float32 (zero for a class without images) and ``counts`` (C,)
     int64. ``progress`` is an optional callable taking the number of images just processed.
-    ``reduce``: an in-place sum over processes (e.g. ``distributed.all_reduce_sum_``) applied to
+    ``reduce``: an in-place sum over processes (e.g. ``collectives.all_reduce_sum_``) applied to
     the per-class sums and counts before dividing, when each process read a shard of the data.
     """
     was_training = model.training

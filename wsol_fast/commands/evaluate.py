@@ -10,6 +10,7 @@ from ..argtypes import map_class, normalization, threshold_step
 from ..checkpoint import atomic_save
 from ..config import METHODS, DataConfig, TrainConfig
 from ..data import load_data_split
+from .. import collectives
 from ..engine import distributed
 from ..engine.evaluate import SWEEP_NORMS, evaluate, threshold_sweep
 from ..engine.progress import console, results_table
@@ -70,7 +71,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     settings = localization_settings(state, cfg, args.method, args.norm, args.threshold, args.cam,
                                      protocol=args.protocol, ten_crop=args.ten_crop, sweep_step=args.step)
     # under the launcher each process uses its own GPU (``--device cuda`` would put all on cuda:0)
-    device = args.device if args.device == "cpu" or distributed.world_size() == 1 else str(distributed.device())
+    device = args.device if args.device == "cpu" or collectives.world_size() == 1 else str(distributed.device())
     data = dict(image_size=cfg.data.image_size, resize=cfg.data.resize, batch_size=cfg.data.batch_size,
                 device=device, workers=cfg.data.workers, loader=cfg.data.loader,
                 skip_bad_images=cfg.data.skip_bad_images)
@@ -84,7 +85,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                                     sweep, ["norm", "best_threshold", "gt_known"]))
         state["eval_settings"] = {"norm": settings.norm, "threshold": settings.threshold,
                                   "method": settings.method, "map_class": args.cam}
-        if distributed.is_main():
+        if collectives.is_main():
             atomic_save(state, args.checkpoint)
         console.print(f"saved norm={settings.norm} threshold={settings.threshold} with {args.checkpoint}")
     split = load_data_split(cfg, args.split)
@@ -92,14 +93,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"checkpoint {args.checkpoint} has {model.num_classes} classes, "
                          f"the {cfg.data.dataset} {args.split} split has {split.num_classes}")
     result = evaluate(model, split, settings, **data)
-    if args.save_vis and distributed.is_main():
+    if args.save_vis and collectives.is_main():
         default_vis = (Path(args.out).with_name(Path(args.out).stem + "_grid.png") if args.out
                        else Path(args.checkpoint).parent / f"eval_grid_{args.split}.png")
         result["vis"] = str(save_eval_grid([args.checkpoint, *args.vis_checkpoints], args.split, args.save_vis,
                                            args.vis_out or default_vis, norm=args.norm, threshold=args.threshold,
                                            map_class=args.cam, data=cfg.data, device=device))
         console.print(f"saved {result['vis']}")
-    if not distributed.is_main():  # every rank holds the all-reduced result; rank 0 reports it
+    if not collectives.is_main():  # every rank holds the all-reduced result; rank 0 reports it
         return 0
     result = {"checkpoint": str(args.checkpoint), "split": args.split, **result}
     if sweep is not None:

@@ -4,6 +4,7 @@ import argparse
 from pathlib import Path
 
 from ..config import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from .. import collectives
 from ..engine import distributed
 from ..engine.run import run_training
 from ..errors import UsageError
@@ -43,7 +44,7 @@ def train_main(argv: list[str] | None = None) -> int:
     """``wsol-fast train``; returns the exit status."""
     args = train_parser().parse_args(argv)
     status = run_command(_train, args)
-    if args.local_rank >= 0 or distributed.world_size() > 1:  # a launched process: leave the group
+    if args.local_rank >= 0 or collectives.world_size() > 1:  # a launched process: leave the group
         distributed.shutdown()
     return status
 

@@ -1,4 +1,4 @@
-"""Processes, DeepSpeed configuration and cross-rank reductions.
+"""Processes and DeepSpeed configuration (the cross-rank primitives are ``collectives``').
 
 One process (``python launch/train.py``) or many (``deepspeed launch/train.py``): the launcher
 sets ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT``; without them this
@@ -6,7 +6,6 @@ module fills in a world of one (free local port), so every run goes through the 
 ``deepspeed.init_distributed`` + ``deepspeed.initialize`` path. The accelerator is DeepSpeed's
 (``DS_ACCELERATOR``; set here to ``cpu`` when no GPU is visible): gloo on CPU hosts, NCCL on GPUs.
 """
-import contextlib
 import json
 import logging
 import os
@@ -16,6 +15,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from ..collectives import all_reduce_sum_, barrier, world_size
 
 # DeepSpeed settings used when no --deepspeed_config is given (= launch/configs/ds_fp32.json).
 DEFAULT_DS_CONFIG = {"gradient_clipping": 0.0, "steps_per_print": 1000000000, "wall_clock_breakdown": False}
@@ -85,40 +86,6 @@ def device() -> torch.device:
     return torch.device(get_accelerator().device_name(int(os.environ.get("LOCAL_RANK", 0))))
 
 
-def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def world_size() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
-
-
-def is_main() -> bool:
-    return rank() == 0
-
-
-def barrier() -> None:
-    if world_size() > 1:
-        dist.barrier()
-
-
-@contextlib.contextmanager
-def main_first():
-    """Rank 0 runs the block first (e.g. to create files); the other ranks then run it."""
-    if not is_main():
-        barrier()
-    yield
-    if is_main():
-        barrier()
-
-
-def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over the ranks, in place (a no-op alone); returns it."""
-    if world_size() > 1:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
 def average_batchnorm_buffers_(module: nn.Module) -> None:
     """Average BatchNorm running means and variances over the ranks, in place: DeepSpeed
     broadcasts parameters only, so each rank's statistics follow its own shard."""
@@ -128,70 +95,6 @@ def average_batchnorm_buffers_(module: nn.Module) -> None:
         if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.track_running_stats:
             for buffer in (layer.running_mean, layer.running_var):
                 all_reduce_sum_(buffer).div_(world_size())
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Differentiable sum over the ranks: the gradient of each rank's input is the sum of the
-    gradients of every rank's output."""
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        return all_reduce_sum_(tensor.clone())
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return all_reduce_sum_(grad.clone())
-
-
-class CrossRankBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics are those of the global batch (all ranks), on
-    any device and backend (gloo included; ``torch.nn.SyncBatchNorm`` takes GPU tensors only).
-
-    Two differentiable all-reduces per call: per-channel sums (and the count), then the sums of
-    squared deviations from the global mean. Statistics are computed in float32. Alone, or in
-    eval mode, it is plain BatchNorm2d. It works inside ``torch.func.functional_call``.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and world_size() > 1):
-            return super().forward(x)
-        self._check_input_dim(x)
-        x32 = x.float()
-        local = torch.cat([x32.sum(dim=(0, 2, 3)), x32.new_tensor([x32.numel() / x32.shape[1]])])
-        total = _AllReduceSum.apply(local)
-        count = total[-1]
-        mean = total[:-1] / count
-        centered = x32 - mean.view(1, -1, 1, 1)
-        var = _AllReduceSum.apply((centered * centered).sum(dim=(0, 2, 3))) / count
-        out = centered * torch.rsqrt(var + self.eps).view(1, -1, 1, 1)
-        if self.affine:
-            out = out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                unbiased = var.detach() * (count / (count - 1).clamp(min=1))
-                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
-                self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
-        return out.to(x.dtype)
-
-
-def convert_sync_batchnorm(module: nn.Module, on_gpu: bool) -> nn.Module:
-    """Every BatchNorm2d of ``module`` normalized with global-batch statistics: torch's
-    SyncBatchNorm on GPUs, ``CrossRankBatchNorm2d`` elsewhere (same parameters and buffers)."""
-    if on_gpu:
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    for name, child in module.named_children():
-        if type(child) is nn.BatchNorm2d:
-            replacement = CrossRankBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
-                                               child.track_running_stats)
-            replacement.load_state_dict(child.state_dict())
-            replacement.to(child.weight.device if child.affine else "cpu")
-            replacement.train(child.training)
-            setattr(module, name, replacement)
-        else:
-            convert_sync_batchnorm(child, on_gpu)
-    return module
 
 
 def load_ds_config(path: str | None) -> dict:

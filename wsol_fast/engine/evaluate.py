@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import metrics
+from .. import collectives, metrics
 from ..data import TenCropDataset, WSOLDataset, make_loader
 from ..ops import evaluation as eval_ops
 from . import distributed
@@ -95,15 +95,15 @@ def ten_crop_scores(model, crops: torch.Tensor) -> torch.Tensor:
 
 def _shard() -> dict:
     """This process's part of an evaluation split (all of it alone): every image exactly once."""
-    return dict(shard_id=distributed.rank(), num_shards=distributed.world_size())
+    return dict(shard_id=collectives.rank(), num_shards=collectives.world_size())
 
 
 def _all_reduce_counts(*counts) -> None:
     """Sum metric counts over the processes, so every one holds the whole split's counts."""
     for accumulator in counts:
         state = accumulator.state_dict()
-        accumulator.load_state_dict({name: distributed.all_reduce_sum_(value.to(distributed.device())).cpu()
-                                     for name, value in state.items()} if distributed.world_size() > 1 else state)
+        accumulator.load_state_dict({name: collectives.all_reduce_sum_(value.to(distributed.device())).cpu()
+                                     for name, value in state.items()} if collectives.world_size() > 1 else state)
 
 
 def _ground_truth(dataset: WSOLDataset, indices) -> list[torch.Tensor]:

@@ -11,6 +11,7 @@ from ..data import WSOLDataset, load_data_split
 from ..mean_maps import MeanMaps
 from ..models import MobileNetBAS, load_pretrained_backbone
 from ..models.restore import model_from_checkpoint, model_from_state
+from .. import collectives
 from . import distributed
 from .determinism import use_deterministic_algorithms
 from .mean_map_pass import compute_mean_maps
@@ -42,9 +43,9 @@ def _train(cfg: TrainConfig, resume: bool) -> Trainer:
     seed_everything(cfg.run.seed)
     if cfg.run.deterministic:
         use_deterministic_algorithms()
-    with distributed.main_first():  # a synthetic set is generated once, by rank 0
+    with collectives.main_first():  # a synthetic set is generated once, by rank 0
         train_split = load_data_split(cfg, "train")
-    if train_split.skipped and distributed.is_main():
+    if train_split.skipped and collectives.is_main():
         print_warning(f"--skip-bad-images: {len(train_split.skipped)} image(s) of the training split left out, "
                       f"e.g. {train_split.skipped[0][1]}")
     cfg.model.num_classes = train_split.num_classes
@@ -71,13 +72,13 @@ def _train(cfg: TrainConfig, resume: bool) -> Trainer:
         model = MobileNetBAS(cfg.model.num_classes, cfg.model.width_mult)
         if cfg.model.pretrained:
             kind = load_pretrained_backbone(model.features, cfg.model.pretrained)
-            if distributed.is_main():
+            if collectives.is_main():
                 console.print(f"backbone initialized from {cfg.model.pretrained} ({kind} format)")
 
     train_set = WSOLDataset(train_split, train=True, image_size=cfg.data.image_size,
                             resize=cfg.data.resize, seed=cfg.run.seed, train_crop=cfg.data.train_crop)
     trainer = Trainer(cfg, model, train_set, mean_maps)
-    main = distributed.is_main()
+    main = collectives.is_main()
     if resume:
         trainer.load_state_dict(resume_state, own_checkpoint)
         if main:

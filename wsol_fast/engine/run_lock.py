@@ -16,6 +16,7 @@ import torch
 
 from ..checkpoint import TEMPORARY_GLOB
 from ..errors import WsolFastError
+from .. import collectives
 from . import distributed
 from .progress import print_message
 
@@ -32,12 +33,12 @@ def run_folder_lock(folder: str | Path):
     ``RunFolderBusyError`` when another run holds it. Partial checkpoint files that a killed
     save left in the folder are removed once the lock is held."""
     folder, handle, error = Path(folder), None, None
-    if distributed.is_main():
+    if collectives.is_main():
         try:
             handle = _acquire(folder)
         except OSError as failure:  # busy, or the folder cannot be made: every rank stops
             error = failure
-    refused = distributed.all_reduce_sum_(torch.tensor([float(error is not None)], device=distributed.device()))
+    refused = collectives.all_reduce_sum_(torch.tensor([float(error is not None)], device=distributed.device()))
     if refused.item():
         raise error or RunFolderBusyError(f"another run holds the lock of {folder} (see rank 0)")
     try:

@@ -36,6 +36,8 @@ from ..data import make_loader
 from ..errors import WsolFastError
 from ..mean_maps import MeanMaps
 from ..models.health import model_problem
+from ..models.layers import convert_sync_batchnorm
+from .. import collectives
 from . import distributed
 from .deepspeed_files import load_weights_only
 from .optim import build_optimizer, build_scheduler
@@ -104,7 +106,7 @@ class EpochStats:
         device = distributed.device()
         sums = [torch.as_tensor(value, dtype=torch.float64, device=device).reshape(())
                 for value in [*(self.parts[n] for n in names), self.correct, self.images, self.steps]]
-        values = distributed.all_reduce_sum_(torch.stack(sums)).cpu().tolist()  # one copy to the host
+        values = collectives.all_reduce_sum_(torch.stack(sums)).cpu().tolist()  # one copy to the host
         return {**dict(zip(names, values)), "correct": values[-3], "images": int(values[-2]),
                 "steps": int(values[-1])}
 
@@ -144,7 +146,7 @@ class Trainer:
         deepspeed = distributed.deepspeed_module()
         self.cfg = cfg
         self.device = distributed.device()
-        self.world = distributed.world_size()
+        self.world = collectives.world_size()
         self.train_set = train_set
         data, accum = cfg.data, cfg.optim.grad_accum
         source = cfg.run.deepspeed_config or "the default DeepSpeed config"
@@ -155,7 +157,7 @@ class Trainer:
         self.micro_batch = ds_config["train_micro_batch_size_per_gpu"]
         self.loader = make_loader(train_set, self.micro_batch, loader=data.loader, shuffle=True,
                                   drop_last=len(train_set) >= data.batch_size, workers=data.workers,
-                                  device=str(self.device), shard_id=distributed.rank(), num_shards=self.world,
+                                  device=str(self.device), shard_id=collectives.rank(), num_shards=self.world,
                                   skip_bad_images=data.skip_bad_images, channels_last=cfg.run.channels_last)
         self.loader.set_epoch(0)
         self.steps_per_epoch = len(self.loader) // accum  # optimizer steps; leftover micro-batches unused
@@ -163,7 +165,7 @@ class Trainer:
             raise ValueError(f"no training step: {len(train_set)} images make {len(self.loader)} batches of "
                              f"{self.micro_batch} per process, fewer than --grad-accum {accum}")
         if cfg.run.sync_bn:
-            model = distributed.convert_sync_batchnorm(model, on_gpu=self.device.type == "cuda")
+            model = convert_sync_batchnorm(model, on_gpu=self.device.type == "cuda")
         optimizer = build_optimizer(model, cfg.optim)
         scheduler = build_scheduler(optimizer, cfg.optim, self.steps_per_epoch)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
@@ -250,7 +252,7 @@ class Trainer:
         """Train up to ``optim.epochs``, checkpointing after every epoch (and every
         ``checkpoint_every`` steps); returns the epoch records."""
         records = []
-        main = distributed.is_main()
+        main = collectives.is_main()
         with make_progress() if main else contextlib.nullcontext() as progress:
             while self.epoch < self.cfg.optim.epochs:
                 epoch = self.epoch + 1
@@ -301,7 +303,7 @@ class Trainer:
         ds_dir = self.dir / DEEPSPEED_DIR
         self.engine.save_checkpoint(str(ds_dir), self.tag(), client_state=client, save_latest=False)
         path, failure = self.dir / CHECKPOINT_NAME, None
-        if distributed.is_main():
+        if collectives.is_main():
             try:
                 atomic_save(self.state_dict(), path)
                 for old in ds_dir.iterdir():
@@ -309,7 +311,7 @@ class Trainer:
                         shutil.rmtree(old, ignore_errors=True)
             except OSError as error:
                 failure = error
-        failed = distributed.all_reduce_sum_(torch.tensor([float(failure is not None)], device=self.device))
+        failed = collectives.all_reduce_sum_(torch.tensor([float(failure is not None)], device=self.device))
         if failure is not None:
             raise failure
         if failed.item():
@@ -320,7 +322,7 @@ class Trainer:
         """Raise ``NonFiniteLossError`` unless the model's weights, and its forward pass on the latest
         batch, are finite on every rank (a collective): only such a model becomes a checkpoint."""
         problem = model_problem(self.model, self.last_images)
-        bad = distributed.all_reduce_sum_(torch.tensor([float(problem is not None)], device=self.device))
+        bad = collectives.all_reduce_sum_(torch.tensor([float(problem is not None)], device=self.device))
         if bad.item():
             raise NonFiniteLossError(f"after optimizer step {self.global_step} the model is not usable: "
                                      f"{problem or 'so another process found'}")
@@ -354,6 +356,6 @@ class Trainer:
                              f"({self.world} processes); resume with the same --batch-size and --grad-accum")
         self.epoch, self.step_in_epoch = client["epoch"], client["step_in_epoch"]
         self.stats = EpochStats()
-        if client["epoch_totals"] is not None and distributed.is_main():
+        if client["epoch_totals"] is not None and collectives.is_main():
             self.stats.load_totals(client["epoch_totals"])
         restore_rng_state(client["rng"])
