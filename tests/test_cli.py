@@ -12,7 +12,7 @@ from wsol_fast.checkpoint import CheckpointError
 from wsol_fast.commands.common import run_command
 from wsol_fast.data import AnnotationError, ImageReadError
 from wsol_fast.engine.run_lock import RunFolderBusyError
-from wsol_fast.engine.trainer import NonFiniteLossError
+from wsol_fast.engine.run_checkpoint import NonFiniteLossError
 from wsol_fast.errors import UsageError, WsolFastError
 from wsol_fast.models import PretrainedMismatchError
 

@@ -13,7 +13,8 @@ from wsol_fast.commands.evaluate import evaluate_main
 from wsol_fast.commands.train import train_config, train_main, train_parser
 from wsol_fast.data import load_data_split
 from wsol_fast.engine.run import run_training
-from wsol_fast.engine.trainer import EpochStats, NonFiniteLossError, Trainer
+from wsol_fast.engine.run_checkpoint import NonFiniteLossError
+from wsol_fast.engine.trainer import EpochStats, Trainer
 from wsol_fast.mean_maps import MeanMaps
 from wsol_fast.models import MobileNetBAS
 

@@ -185,6 +185,11 @@ class TrainConfig:
             parts[part.name] = part.default_factory(**section)
         return cls(**parts)
 
+    @property
+    def run_name(self) -> str:
+        """The run's sub-folder of ``run.out`` and the kind of its step: ``cam``, ``early`` or ``late``."""
+        return "cam" if self.loss.method == "cam" else self.run.stage
+
     def validate(self) -> None:
         """Check every section (after fields were set one by one, e.g. from flags)."""
         for part in fields(self):

@@ -17,7 +17,8 @@ from .determinism import use_deterministic_algorithms
 from .mean_map_pass import compute_mean_maps
 from .progress import console, print_warning
 from .run_lock import run_folder_lock
-from .trainer import CHECKPOINT_NAME, Trainer, run_name, seed_everything
+from .run_checkpoint import CHECKPOINT_NAME
+from .trainer import Trainer, seed_everything
 
 
 def run_training(cfg: TrainConfig, resume: bool = False) -> Trainer:
@@ -25,14 +26,14 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Trainer:
     lock of its run folder ``OUT/<cam|early|late>`` throughout; returns the finished trainer."""
     distributed.init_process_group()
     cfg.run.device = distributed.resolve_device(cfg.run.device)
-    with run_folder_lock(Path(cfg.run.out) / run_name(cfg)):
+    with run_folder_lock(Path(cfg.run.out) / cfg.run_name):
         return _train(cfg, resume)
 
 
 def _train(cfg: TrainConfig, resume: bool) -> Trainer:
     resume_state = None
     if resume:  # the saved configuration wins; only the number of epochs may grow
-        own = Path(cfg.run.out) / run_name(cfg) / CHECKPOINT_NAME
+        own = Path(cfg.run.out) / cfg.run_name / CHECKPOINT_NAME
         if not own.exists():
             raise FileNotFoundError(f"--resume: no checkpoint to resume from at {own}")
         resume_state = load_checkpoint(own)
@@ -49,7 +50,7 @@ def _train(cfg: TrainConfig, resume: bool) -> Trainer:
         print_warning(f"--skip-bad-images: {len(train_split.skipped)} image(s) of the training split left out, "
                       f"e.g. {train_split.skipped[0][1]}")
     cfg.model.num_classes = train_split.num_classes
-    out_dir = Path(cfg.run.out) / run_name(cfg)
+    out_dir = Path(cfg.run.out) / cfg.run_name
     own_checkpoint = out_dir / CHECKPOINT_NAME
     if not resume and own_checkpoint.exists():
         raise FileExistsError(f"{own_checkpoint} exists: pass --resume to continue it, or another --out")
@@ -87,7 +88,7 @@ def _train(cfg: TrainConfig, resume: bool) -> Trainer:
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        console.print(f"{run_name(cfg)}: {len(train_split)} training images, "
+        console.print(f"{cfg.run_name}: {len(train_split)} training images, "
                       f"{cfg.model.num_classes} classes, {trainer.world} process(es) on {cfg.run.device}"
                       f"{' and more' if trainer.world > 1 else ''}, batch {cfg.data.batch_size} = "
                       f"{trainer.micro_batch} x {cfg.optim.grad_accum} x {trainer.world}, "

@@ -10,19 +10,14 @@ and ``torch.compile`` as configured); losses are summed on
 the device and read back (summed over ranks) only every ``log_every`` steps and before each
 checkpoint (where a NaN or Inf stops the run before it can be written).
 
-Checkpoints, after every epoch and every ``checkpoint_every`` optimizer steps: DeepSpeed's
-``save_checkpoint`` (model, optimizer, schedule, and our client state: epoch, position in the
-epoch, RNG, partial epoch sums) into ``deepspeed/<tag>/``, then, once every rank has finished, an
-atomic ``checkpoint.pt`` (portable model with averaged BatchNorm statistics, config, mean maps,
-and the tag). ``checkpoint.pt`` is the commit: a save cut short leaves the previous one, and its
-tag, in force. ``WSOL_FAST_FAULT_AFTER_STEP=K`` ends the process (``os._exit``) right after
+Checkpoints, after every epoch and every ``checkpoint_every`` optimizer steps, follow
+``run_checkpoint.CheckpointProtocol``. ``WSOL_FAST_FAULT_AFTER_STEP=K`` ends the process (``os._exit``) right after
 optimizer step K (and its checkpoint, if one is due), to test resuming after a fault.
 """
 import contextlib
 import math
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,56 +25,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointError, atomic_save
+from .. import collectives
 from ..config import TrainConfig
 from ..data import make_loader
-from ..errors import WsolFastError
 from ..mean_maps import MeanMaps
-from ..models.health import model_problem
 from ..models.layers import convert_sync_batchnorm
-from .. import collectives
 from . import distributed
 from .deepspeed_files import load_weights_only
 from .optim import build_optimizer, build_scheduler
 from .progress import JsonLog, make_progress
+from .run_checkpoint import CheckpointProtocol, NonFiniteLossError
 from .step import StepOptions, TrainStep
 
-CHECKPOINT_NAME = "checkpoint.pt"
-DEEPSPEED_DIR = "deepspeed"  # DeepSpeed checkpoints, beside checkpoint.pt
 FAULT_ENV = "WSOL_FAST_FAULT_AFTER_STEP"
 FAULT_EXIT_CODE = 17
-
-
-class NonFiniteLossError(WsolFastError, FloatingPointError):
-    """A loss, the weights or the model's outputs became NaN or Inf; the last checkpoint on disk is
-    the last good one."""
-
-
-def run_name(cfg: TrainConfig) -> str:
-    """Sub-folder of ``run.out`` for this run: ``cam``, ``early`` or ``late``."""
-    return "cam" if cfg.loss.method == "cam" else cfg.run.stage
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state()[1].tolist(),
-             "numpy_pos": int(np.random.get_state()[2]), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict) -> None:
-    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
-    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 @dataclass
@@ -130,12 +95,11 @@ class EpochStats:
 
 def step_options(cfg: TrainConfig) -> StepOptions:
     """The training step ``cfg`` describes: its stage's loss and the speed options."""
-    stage = "cam" if cfg.loss.method == "cam" else cfg.run.stage
-    return StepOptions(stage=stage, loss=cfg.loss, precision=cfg.run.precision,
+    return StepOptions(stage=cfg.run_name, loss=cfg.loss, precision=cfg.run.precision,
                        channels_last=cfg.run.channels_last, compile=cfg.run.compile)
 
 
-class Trainer:
+class Trainer(CheckpointProtocol):
     """Owns the DeepSpeed engine (model, optimizer, schedule), this rank's loader and the run
     folder of one stage. ``model`` is the module being trained (``engine.module``)."""
 
@@ -179,7 +143,7 @@ class Trainer:
         self.step_in_epoch = 0  # optimizer steps done in the current epoch
         self.stats = EpochStats()
         self.last_images = None  # the latest micro-batch, on which a checkpoint's model must be finite
-        self.dir = Path(cfg.run.out) / run_name(cfg)
+        self.dir = Path(cfg.run.out) / cfg.run_name
         self.log = JsonLog(self.dir / "log.jsonl")
         fault = os.environ.get(FAULT_ENV)
         self.fault_after_step = int(fault) if fault else None
@@ -204,7 +168,7 @@ class Trainer:
         loader = self.loader
         loader.set_epoch(self.epoch, start_batch=self.step_in_epoch * accum)
         task = None if progress is None else progress.add_task(
-            f"{run_name(cfg)} epoch {self.epoch + 1}/{cfg.optim.epochs}", total=self.steps_per_epoch,
+            f"{cfg.run_name} epoch {self.epoch + 1}/{cfg.optim.epochs}", total=self.steps_per_epoch,
             completed=self.step_in_epoch, info="", unit="step")
         stats, start, seen = self.stats, time.perf_counter(), 0
         lr = self.optimizer.param_groups[0]["lr"]
@@ -234,7 +198,7 @@ class Trainer:
                 self._fault_point()
         seconds = time.perf_counter() - start
         totals = stats.totals()
-        record = {"run": run_name(cfg), "epoch": self.epoch + 1, "lr": lr, **stats.means(totals),
+        record = {"run": cfg.run_name, "epoch": self.epoch + 1, "lr": lr, **stats.means(totals),
                   "images_per_s": self.world * seen / seconds, "seconds": seconds,
                   "skipped_images": len(self.train_set.split.skipped) + len(loader.skipped),
                   "processes": self.world}
@@ -267,95 +231,9 @@ class Trainer:
                 self._fault_point()
         return records
 
-    # -- checkpoints --------------------------------------------------------------------
-    def client_state(self) -> dict:
-        """Our part of a DeepSpeed checkpoint: position, RNG, partial epoch sums, config."""
-        totals = self.stats.totals()
-        if totals["steps"]:
-            self.stats.means(totals)  # a non-finite loss stops here, before anything is written
-        else:
-            totals = None
-        return {"config": self.cfg.to_dict(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                "steps_per_epoch": self.steps_per_epoch, "world_size": self.world, "rng": rng_state(),
-                "epoch_totals": totals}
-
-    def state_dict(self) -> dict:
-        """The portable checkpoint (``checkpoint.pt``): what evaluation and the late stage read, and
-        the tag of the DeepSpeed checkpoint a resume loads."""
-        state = {"config": self.cfg.to_dict(), "run": run_name(self.cfg), "epoch": self.epoch,
-                 "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
-                 "model": {k: v.cpu() for k, v in self.model.state_dict().items()},
-                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
-                 "deepspeed": {"dir": DEEPSPEED_DIR, "tag": self.tag()}}
-        if self.mean_maps is not None:
-            state["mean_maps"] = self.mean_maps.to_state()
-        return state
-
-    def tag(self) -> str:
-        return f"epoch{self.epoch}-step{self.global_step}"
-
-    def save(self) -> Path:
-        """DeepSpeed checkpoint of every rank, then (rank 0) the atomic ``checkpoint.pt`` naming it;
-        older DeepSpeed tags are removed only after that. BatchNorm statistics are averaged first."""
-        client = self.client_state()
-        distributed.average_batchnorm_buffers_(self.model)
-        self._check_usable()
-        ds_dir = self.dir / DEEPSPEED_DIR
-        self.engine.save_checkpoint(str(ds_dir), self.tag(), client_state=client, save_latest=False)
-        path, failure = self.dir / CHECKPOINT_NAME, None
-        if collectives.is_main():
-            try:
-                atomic_save(self.state_dict(), path)
-                for old in ds_dir.iterdir():
-                    if old.name != self.tag():
-                        shutil.rmtree(old, ignore_errors=True)
-            except OSError as error:
-                failure = error
-        failed = collectives.all_reduce_sum_(torch.tensor([float(failure is not None)], device=self.device))
-        if failure is not None:
-            raise failure
-        if failed.item():
-            raise OSError(f"could not write checkpoint {path} (on rank 0); the previous one is kept")
-        return path
-
-    def _check_usable(self) -> None:
-        """Raise ``NonFiniteLossError`` unless the model's weights, and its forward pass on the latest
-        batch, are finite on every rank (a collective): only such a model becomes a checkpoint."""
-        problem = model_problem(self.model, self.last_images)
-        bad = collectives.all_reduce_sum_(torch.tensor([float(problem is not None)], device=self.device))
-        if bad.item():
-            raise NonFiniteLossError(f"after optimizer step {self.global_step} the model is not usable: "
-                                     f"{problem or 'so another process found'}")
-
-    def _kept(self) -> str:
-        """Which checkpoint survives a failed epoch (for error messages)."""
-        path = self.dir / CHECKPOINT_NAME
-        if path.exists():
-            return f"The last good checkpoint is kept: {path} (after epoch {self.epoch})"
-        return "No checkpoint was written"
-
-    def load_state_dict(self, state: dict, path: Path) -> None:
-        """Resume from the portable checkpoint ``state`` (read from ``path``): load the DeepSpeed
-        checkpoint it names (model, optimizer, schedule) and our position, RNG and sums."""
-        ds_dir = path.parent / state["deepspeed"]["dir"]
-        tag = state["deepspeed"]["tag"]
-        if not (ds_dir / tag).is_dir():
-            raise FileNotFoundError(f"{path} names the DeepSpeed checkpoint {ds_dir / tag}, which is missing")
-        try:
-            loaded, client = self.engine.load_checkpoint(str(ds_dir), tag)
-        except RuntimeError as error:  # load_state_dict's size mismatches
-            lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
-            gist = next((line for line in lines if "size mismatch" in line), lines[0])
-            raise CheckpointError(f"the DeepSpeed checkpoint {ds_dir / tag} does not fit the model of {path} "
-                                  f"(width {self.cfg.model.width_mult}): {gist}") from error
-        if loaded is None:
-            raise CheckpointError(f"DeepSpeed could not load its checkpoint {ds_dir / tag}")
-        if client["steps_per_epoch"] != self.steps_per_epoch:
-            raise ValueError(f"{path}: saved with {client['steps_per_epoch']} steps per epoch "
-                             f"({client['world_size']} processes), this run has {self.steps_per_epoch} "
-                             f"({self.world} processes); resume with the same --batch-size and --grad-accum")
-        self.epoch, self.step_in_epoch = client["epoch"], client["step_in_epoch"]
+    def restart_epoch_stats(self, totals: dict | None) -> None:
+        """Start the epoch's sums afresh, from ``totals`` (a checkpoint's, read back over all
+        ranks) on rank 0 only."""
         self.stats = EpochStats()
-        if client["epoch_totals"] is not None and collectives.is_main():
-            self.stats.load_totals(client["epoch_totals"])
-        restore_rng_state(client["rng"])
+        if totals is not None and collectives.is_main():
+            self.stats.load_totals(totals)
