@@ -17,29 +17,20 @@ from typing import NamedTuple
 
 import torch
 
+from .checks import as_thresholds, check_maps, check_percent, empty_is_full
+
 NORMALIZATION_SPECS = ("minmax", "max", "percentile:P", "pas", "pas:P", "ivr:P")
 _CHUNK_PIXELS = 1 << 24  # mask pixels labelled at once by a threshold sweep (bounds memory)
 
 
 def _check_maps(maps: torch.Tensor) -> None:
-    if not isinstance(maps, torch.Tensor) or maps.ndim != 3 or not maps.is_floating_point():
-        described = (f"{maps.dtype} tensor of shape {tuple(maps.shape)}"
-                     if isinstance(maps, torch.Tensor) else type(maps).__name__)
-        raise ValueError(f"maps: expected a float tensor (B, H, W), got a {described}")
-    if maps.shape[1] * maps.shape[2] == 0:
-        raise ValueError(f"maps: empty maps of shape {tuple(maps.shape)}")
+    """``checks.check_maps``, and no NaN or Inf (found on the host)."""
+    check_maps(maps)
     finite = torch.isfinite(maps).flatten(1).all(dim=1)
     if not bool(finite.all()):
         bad = torch.nonzero(~finite).flatten().tolist()
         shown = ", ".join(map(str, bad[:10])) + (f", ... ({len(bad)} maps)" if len(bad) > 10 else "")
         raise ValueError(f"maps: NaN or Inf in map index(es) {shown}")
-
-
-def _check_percent(p: float, name: str = "p") -> float:
-    value = float(p)
-    if not 0.0 <= value <= 100.0:
-        raise ValueError(f"{name}={p!r}: a percentile must lie in [0, 100]")
-    return value
 
 
 def _flat(maps: torch.Tensor) -> torch.Tensor:
@@ -71,7 +62,7 @@ def percentile(maps: torch.Tensor, p: float) -> torch.Tensor:
     "linear" method (index p/100*(n-1), lerp between order statistics, numpy's rounding).
     maps (B, H, W) float -> (B,) float32 (float64 for float64 maps)."""
     _check_maps(maps)
-    return _percentile_of_flat(_flat(maps), _check_percent(p))
+    return _percentile_of_flat(_flat(maps), check_percent(p))
 
 
 def _clamped_ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
@@ -110,7 +101,7 @@ def percentile_max_normalize(maps: torch.Tensor, p: float = 99.0) -> torch.Tenso
     (p = 100 is max normalization). (B, H, W) float -> float32 in [0, 1]."""
     _check_maps(maps)
     flat = _flat(maps)
-    return _as_maps(_clamped_ratio(flat, _percentile_of_flat(flat, _check_percent(p))), maps)
+    return _as_maps(_clamped_ratio(flat, _percentile_of_flat(flat, check_percent(p))), maps)
 
 
 def pas_normalize(maps: torch.Tensor, p: float = 90.0) -> torch.Tensor:
@@ -118,7 +109,7 @@ def pas_normalize(maps: torch.Tensor, p: float = 90.0) -> torch.Tensor:
     (B, H, W) float -> float32 in [0, 1]."""
     _check_maps(maps)
     scaled = _minmax_flat(_flat(maps))
-    return _as_maps(_clamped_ratio(scaled, _percentile_of_flat(scaled, _check_percent(p))), maps)
+    return _as_maps(_clamped_ratio(scaled, _percentile_of_flat(scaled, check_percent(p))), maps)
 
 
 def ivr_normalize(maps: torch.Tensor, p: float) -> torch.Tensor:
@@ -127,7 +118,7 @@ def ivr_normalize(maps: torch.Tensor, p: float) -> torch.Tensor:
     (B, H, W) float -> float32 in [0, 1]."""
     _check_maps(maps)
     flat = _flat(maps)
-    level = _percentile_of_flat(flat, _check_percent(p))
+    level = _percentile_of_flat(flat, check_percent(p))
     shifted = (flat - level.unsqueeze(1)).clamp_(min=0)
     return _as_maps(_clamped_ratio(shifted, flat.amax(dim=1) - level), maps)
 
@@ -149,7 +140,7 @@ def parse_normalization(spec: str) -> tuple[str, float | None]:
         p = float(argument)
     except ValueError:
         raise ValueError(f"normalization {spec!r}: {argument!r} is not a number; {expected}") from None
-    return name, _check_percent(p, name=f"normalization {spec!r}: P")
+    return name, check_percent(p, name=f"normalization {spec!r}: P")
 
 
 def normalize(maps: torch.Tensor, spec: str) -> torch.Tensor:
@@ -164,16 +155,6 @@ def normalize(maps: torch.Tensor, spec: str) -> torch.Tensor:
     if name == "pas":
         return pas_normalize(maps, 90.0 if p is None else p)
     return ivr_normalize(maps, p)
-
-
-def as_thresholds(thresholds) -> torch.Tensor:
-    """A float, a sequence of floats or a 0-/1-D tensor -> 1-D float64 tensor (T,), T >= 1."""
-    values = torch.as_tensor(thresholds, dtype=torch.float64).flatten()
-    if values.numel() == 0:
-        raise ValueError("thresholds: no threshold given")
-    if not bool(torch.isfinite(values).all()):
-        raise ValueError(f"thresholds: non-finite value(s) in {values.tolist()}")
-    return values
 
 
 def _check_mask(mask: torch.Tensor) -> None:
@@ -290,11 +271,7 @@ def _components(mask: torch.Tensor) -> _Components:
 
 
 def _empty_box(empty: str, height: int, width: int) -> list[int]:
-    if empty == "full":
-        return [0, 0, width, height]
-    if empty == "zero":
-        return [0, 0, 0, 0]
-    raise ValueError(f"empty={empty!r}: expected 'full' (whole image) or 'zero' ([0, 0, 0, 0])")
+    return [0, 0, width, height] if empty_is_full(empty) else [0, 0, 0, 0]
 
 
 def _largest_boxes_of_masks(mask: torch.Tensor, empty_box: list[int]) -> torch.Tensor:

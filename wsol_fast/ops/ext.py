@@ -7,6 +7,8 @@ MaxBoxAccV2). Maps are ``(B, H, W)`` float32/float16/bfloat16/float64 tensors on
 """
 import torch
 
+from .checks import as_thresholds, check_maps, check_percent, empty_is_full
+
 try:
     from wsol_fast import _C
 except ImportError:  # not built (e.g. a source checkout without ``pip install -e .``)
@@ -27,13 +29,6 @@ def _require_extension() -> None:
         raise RuntimeError("wsol_fast._C is not built: run `pip install --no-build-isolation -e .`")
 
 
-def _check_maps(maps) -> None:
-    if not isinstance(maps, torch.Tensor) or maps.ndim != 3 or not maps.is_floating_point():
-        described = (f"{maps.dtype} tensor of shape {tuple(maps.shape)}"
-                     if isinstance(maps, torch.Tensor) else type(maps).__name__)
-        raise ValueError(f"maps: expected a float tensor (B, H, W), got a {described}")
-
-
 def _compute_dtype(maps: torch.Tensor) -> torch.dtype:
     return torch.float64 if maps.dtype == torch.float64 else torch.float32
 
@@ -41,18 +36,7 @@ def _compute_dtype(maps: torch.Tensor) -> torch.dtype:
 def _thresholds_for(maps: torch.Tensor, thresholds) -> torch.Tensor:
     """A float, a sequence or a 0-/1-D tensor -> (T,) tensor rounded to the maps' dtype (the
     reference compares ``maps > t`` in that dtype), held in the compute dtype on their device."""
-    values = torch.as_tensor(thresholds, dtype=torch.float64).flatten()
-    if values.numel() == 0:
-        raise ValueError("thresholds: no threshold given")
-    if not bool(torch.isfinite(values).all()):
-        raise ValueError(f"thresholds: non-finite value(s) in {values.tolist()}")
-    return values.to(maps.dtype).to(device=maps.device, dtype=_compute_dtype(maps))
-
-
-def _empty_full(empty: str) -> bool:
-    if empty not in ("full", "zero"):
-        raise ValueError(f"empty={empty!r}: expected 'full' (whole image) or 'zero' ([0, 0, 0, 0])")
-    return empty == "full"
+    return as_thresholds(thresholds).to(maps.dtype).to(device=maps.device, dtype=_compute_dtype(maps))
 
 
 def _ground_truth(gt_boxes, gt_counts, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,9 +64,9 @@ def _sweep(maps, thresholds, empty, gt_boxes=None, gt_counts=None):
     """Runs the extension's threshold sweep with thresholds in any order (sorted for the
     kernel, results put back in the caller's order)."""
     _require_extension()
-    _check_maps(maps)
+    check_maps(maps)
     levels = _thresholds_for(maps, thresholds)
-    empty_full = _empty_full(empty)
+    empty_full = empty_is_full(empty)
     order = None
     if levels.numel() > 1 and not bool((levels[1:] >= levels[:-1]).all()):
         levels, order = torch.sort(levels, stable=True)
@@ -99,8 +83,8 @@ def percentile_max_normalize(maps: torch.Tensor, p: float = 99.0) -> torch.Tenso
     (p in [0, 100]); a map whose percentile is <= 0 gives 1 where M > 0, else 0.
     maps (B, H, W) float -> float32 (B, H, W). NaN/Inf -> ValueError naming the map."""
     _require_extension()
-    _check_maps(maps)
-    return _C.percentile_max_normalize(maps, float(p))
+    check_maps(maps)
+    return _C.percentile_max_normalize(maps, check_percent(p))
 
 
 def largest_component_boxes(maps: torch.Tensor, thresholds, empty: str = "full") -> torch.Tensor:
@@ -118,6 +102,6 @@ def largest_component_boxes_and_best_iou(maps: torch.Tensor, thresholds, gt_boxe
     component's box and any ground-truth box at every threshold (MaxBoxAccV2); where the mask
     is empty, the IoU of the empty-mask box. gt_boxes (B, K, 4) ``(x0, y0, x1, y1)``, gt_counts
     (B,) valid boxes per image (None: all K) -> ((B, T, 4) int64, (B, T) float64)."""
-    _check_maps(maps)
+    check_maps(maps)
     truth, counts = _ground_truth(gt_boxes, gt_counts, maps.shape[0], maps.device)
     return _sweep(maps, thresholds, empty, truth, counts)
