@@ -11,6 +11,8 @@ from .engine.evaluate import EvalSettings, localization_maps
 from .models.restore import model_from_checkpoint
 from .ops import evaluation as eval_ops
 
+UNLABELED_MAP_CLASS = "top1"  # the class whose map localizes an image without a label
+
 
 def localization_settings(state: dict, config: TrainConfig, method: str | None = None, norm: str | None = None,
                           threshold: float | None = None, map_class: str = "gt", **evaluation) -> EvalSettings:
@@ -46,7 +48,7 @@ class Localizer:
     """
 
     def __init__(self, checkpoint: str | Path, norm: str | None = None, threshold: float | None = None,
-                 map_class: str = "top1", device: str = "cpu"):
+                 map_class: str = UNLABELED_MAP_CLASS, device: str = "cpu"):
         self.checkpoint = Path(checkpoint)
         self.model, state = model_from_checkpoint(self.checkpoint)
         self.model.eval().to(device)

@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..config import DataConfig
 from ..data.synthetic import is_stale
 from ..fields import positive_int
 from ..visualize import plot_training_curves
@@ -133,7 +134,7 @@ def seed_results(folder: Path, seed: int, data_root: str, resume: bool) -> dict:
 def demo_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="runs/demo", help="run folder (replaced if it exists)")
-    parser.add_argument("--data-root", default="data/synthetic")
+    parser.add_argument("--data-root", default=DataConfig.data_root)
     parser.add_argument("--seeds", type=positive_int, default=1,
                         help="training seeds 0..N-1, each a whole pipeline; numbers are mean +- std over them")
     parser.add_argument("--resume", action="store_true",

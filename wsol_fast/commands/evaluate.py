@@ -12,7 +12,7 @@ from ..config import METHODS, DataConfig, TrainConfig
 from ..data import load_data_split
 from .. import collectives
 from ..engine import distributed
-from ..engine.evaluate import SWEEP_NORMS, evaluate, threshold_sweep
+from ..engine.evaluate import PROTOCOLS, SWEEP_NORMS, EvalSettings, evaluate, threshold_sweep
 from ..engine.progress import console, results_table
 from ..fields import add_arguments, positive_int, unit_interval
 from ..inference import localization_settings
@@ -29,17 +29,18 @@ def evaluate_parser() -> argparse.ArgumentParser:
                                                  "accuracy (BAS protocol and/or MaxBoxAcc).")
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--method", choices=METHODS, help="localization map (default: as trained)")
-    parser.add_argument("--protocol", choices=("bas", "maxboxacc", "both"), default="bas")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=EvalSettings.protocol)
     parser.add_argument("--norm", type=normalization,
                         help="minmax | max | percentile:P | pas[:P] | ivr:P (default: saved with the checkpoint "
                              "by --sweep, else minmax)")
     parser.add_argument("--threshold", type=unit_interval,
                         help="fixed threshold of the BAS protocol (default: saved by --sweep, else per method "
                              "and dataset)")
-    parser.add_argument("--cam", type=map_class, default="gt",
+    parser.add_argument("--cam", type=map_class, default=EvalSettings.map_class,
                         help="class whose map localizes: gt | top1 | topk:K | all")
     parser.add_argument("--ten-crop", action="store_true", help="ten-crop classification (BAS protocol)")
-    parser.add_argument("--step", type=threshold_step, default=0.01, help="MaxBoxAcc threshold spacing (0.01 or 0.001)")
+    parser.add_argument("--step", type=threshold_step, default=EvalSettings.sweep_step,
+                        help="MaxBoxAcc threshold spacing (0.01 or 0.001)")
     parser.add_argument("--sweep", action="store_true",
                         help="choose the threshold (and, without --norm, the normalization) by GT-known "
                              "on the validation split, save the choice with the checkpoint, then evaluate")

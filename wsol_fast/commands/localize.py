@@ -37,7 +37,7 @@ from ..engine.evaluate import EvalSettings
 from ..engine.progress import console, make_progress, print_message, print_warning, results_table
 from ..errors import UsageError
 from ..fields import non_negative_int, positive_int, unit_interval
-from ..inference import Localizer, box_to_original
+from ..inference import UNLABELED_MAP_CLASS, Localizer, box_to_original
 from .common import run_command
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -270,7 +270,8 @@ def localize_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold", type=unit_interval,
                         help="box threshold on the normalized map (default: saved by --sweep, else per method "
                              "and dataset)")
-    parser.add_argument("--map-class", type=map_class, default="top1", help="map of: top1 | topk:K (mean) | all (mean)")
+    parser.add_argument("--map-class", type=map_class, default=UNLABELED_MAP_CLASS,
+                        help="map of: top1 | topk:K (mean) | all (mean)")
     parser.add_argument("--annotations", help="ground-truth boxes to draw: lines 'image x0 y0 x1 y1' or "
                                               "'image,x0,y0,x1,y1' (image: path relative to a PATH folder, or "
                                               "to this file's folder), original pixels")

@@ -3,7 +3,7 @@ it as a pytorch-ssd base net for ``train --pretrained`` (a stand-in for ImageNet
 ``wsol-fast pretrain`` (``launch/pretrain.py``)."""
 import argparse
 
-from ..config import DataConfig
+from ..config import DataConfig, ModelConfig, RunConfig
 from ..data import load_data_split
 from ..engine.pretrain import pretrain_backbone
 from ..engine.progress import console
@@ -14,10 +14,10 @@ from .common import config_from_arguments, run_command
 def pretrain_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="runs/default/pretrain")
-    parser.add_argument("--width", type=positive_float, default=1.0)
+    parser.add_argument("--width", type=positive_float, default=ModelConfig.width_mult)
     parser.add_argument("--epochs", type=positive_int, default=12)
     parser.add_argument("--lr", type=positive_float, default=0.1, help="peak of the one-cycle schedule")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=RunConfig.seed)
     parser.add_argument("--device", default="cpu")
     add_arguments(parser, DataConfig, "data", "data")
     return parser
