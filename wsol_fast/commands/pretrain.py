@@ -5,7 +5,7 @@ import argparse
 
 from ..config import DataConfig, ModelConfig, RunConfig
 from ..data import load_data_split
-from ..engine.pretrain import pretrain_backbone
+from ..engine.pretrain import PRETRAIN_EPOCHS, PRETRAIN_LR, pretrain_backbone
 from ..engine.progress import console
 from ..fields import add_arguments, positive_float, positive_int
 from .common import config_from_arguments, run_command
@@ -15,8 +15,8 @@ def pretrain_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="runs/default/pretrain")
     parser.add_argument("--width", type=positive_float, default=ModelConfig.width_mult)
-    parser.add_argument("--epochs", type=positive_int, default=12)
-    parser.add_argument("--lr", type=positive_float, default=0.1, help="peak of the one-cycle schedule")
+    parser.add_argument("--epochs", type=positive_int, default=PRETRAIN_EPOCHS)
+    parser.add_argument("--lr", type=positive_float, default=PRETRAIN_LR, help="peak of the one-cycle schedule")
     parser.add_argument("--seed", type=int, default=RunConfig.seed)
     parser.add_argument("--device", default="cpu")
     add_arguments(parser, DataConfig, "data", "data")

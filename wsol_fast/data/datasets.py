@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms import InterpolationMode
 
-from ..config import TRAIN_CROPS
+from ..config import TRAIN_CROPS, DataConfig
 from .augmentation import bas_crop_params, derive_seed, resized_crop_box, resized_crop_params
 from .dali_files import describe, file_problem, find_problems, header_problem
 from .images import load_rgb
@@ -60,8 +60,8 @@ class WSOLDataset(Dataset):
         self,
         split: WSOLSplit,
         train: bool,
-        image_size: int = 224,
-        resize: int = 256,
+        image_size: int = DataConfig.image_size,
+        resize: int = DataConfig.resize,
         seed: int = 0,
         eval_protocol: str = "bas",
         train_crop: str = "bas",
@@ -132,7 +132,7 @@ class TenCropDataset(Dataset):
     """(10, 3, S, S) ten crops (corners, center, and their flips) of the resized image, for the
     ten-crop classification of the BAS protocol; yields ``(crops, label, index)``."""
 
-    def __init__(self, split, image_size: int = 224, resize: int = 256):
+    def __init__(self, split, image_size: int = DataConfig.image_size, resize: int = DataConfig.resize):
         self.split, self.image_size, self.resize = split, image_size, resize
 
     def __len__(self):

@@ -15,6 +15,8 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
+from ..config import DataConfig
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -46,8 +48,8 @@ class TrainTransform:
     ``transform(image, top, left, flip)``: the same, normalized (float32).
     """
 
-    image_size: int = 224
-    resize: int = 256
+    image_size: int = DataConfig.image_size
+    resize: int = DataConfig.resize
 
     def __post_init__(self) -> None:
         _check_sizes(self.image_size, self.resize)
@@ -73,8 +75,8 @@ class EvalTransform:
     same, normalized (float32).
     """
 
-    image_size: int = 224
-    resize: int = 256
+    image_size: int = DataConfig.image_size
+    resize: int = DataConfig.resize
 
     def __post_init__(self) -> None:
         _check_sizes(self.image_size, self.resize)
@@ -88,17 +90,17 @@ class EvalTransform:
         return normalize_pixels(self.pixels(image))
 
 
-def train_transform(image_size: int = 224, resize: int = 256) -> TrainTransform:
+def train_transform(image_size: int = DataConfig.image_size, resize: int = DataConfig.resize) -> TrainTransform:
     """BAS training augmentation; call as ``transform(pil_image, top, left, flip)``."""
     return TrainTransform(image_size, resize)
 
 
-def eval_transform(image_size: int = 224, resize: int = 256) -> EvalTransform:
+def eval_transform(image_size: int = DataConfig.image_size, resize: int = DataConfig.resize) -> EvalTransform:
     """BAS test transform: resize to (resize, resize), center crop ``image_size``."""
     return EvalTransform(image_size, resize)
 
 
-def resize_only_transform(image_size: int = 224) -> EvalTransform:
+def resize_only_transform(image_size: int = DataConfig.image_size) -> EvalTransform:
     """wsolevaluation test transform: resize to (image_size, image_size), no crop."""
     return EvalTransform(image_size, image_size)
 
@@ -118,7 +120,8 @@ def center_crop_offset(resize: int, crop: int) -> int:
     return int(round((resize - crop) / 2.0))
 
 
-def bas_boxes(boxes: np.ndarray, width: float, height: float, resize: int = 256, crop: int = 224) -> np.ndarray:
+def bas_boxes(boxes: np.ndarray, width: float, height: float, resize: int = DataConfig.resize,
+              crop: int = DataConfig.image_size) -> np.ndarray:
     """Boxes under the BAS test transform: ``clip(x * resize / W, off, off + crop) - off`` with
     ``off = center_crop_offset(resize, crop)`` (16 for 256/224), likewise with H for y.
 
@@ -130,7 +133,7 @@ def bas_boxes(boxes: np.ndarray, width: float, height: float, resize: int = 256,
     return (np.clip(scaled, offset, offset + crop) - offset).astype(np.float32)
 
 
-def resize_boxes(boxes: np.ndarray, width: float, height: float, size: int = 224) -> np.ndarray:
+def resize_boxes(boxes: np.ndarray, width: float, height: float, size: int = DataConfig.image_size) -> np.ndarray:
     """Boxes under the wsolevaluation transform: ``int(x * size / W)`` (truncation, as Python's
     ``int``), likewise with H for y.
 

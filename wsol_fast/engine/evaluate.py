@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from .. import collectives, metrics
+from ..config import METHODS, DataConfig
 from ..data import TenCropDataset, WSOLDataset, make_loader
 from ..ops import evaluation as eval_ops
 from . import distributed
 
-METHODS = ("bas", "cam")
 PROTOCOLS = ("bas", "maxboxacc", "both")
 SWEEP_NORMS = ("minmax", "percentile:90", "percentile:95", "percentile:97", "percentile:99",
                "percentile:99.5", "percentile:100")
@@ -177,7 +177,7 @@ def _scored(images: int, batches) -> dict:
                                           for _, path, problem in batches.skipped]}
 
 
-def evaluate(model, split, settings: EvalSettings, image_size: int = 224, resize: int = 256,
+def evaluate(model, split, settings: EvalSettings, image_size: int = DataConfig.image_size, resize: int = DataConfig.resize,
              batch_size: int = 64, device: str = "cpu", workers: int = 0, loader: str = "dali",
              skip_bad_images: bool = False) -> dict:
     """Run the protocol(s) of ``settings`` on ``split``; one flat dict of results, with the number
@@ -199,7 +199,7 @@ def evaluate(model, split, settings: EvalSettings, image_size: int = 224, resize
 
 @torch.no_grad()
 def threshold_sweep(model, split, settings: EvalSettings, norms=SWEEP_NORMS, thresholds=None,
-                    image_size: int = 224, resize: int = 256, batch_size: int = 64, device: str = "cpu",
+                    image_size: int = DataConfig.image_size, resize: int = DataConfig.resize, batch_size: int = 64, device: str = "cpu",
                     workers: int = 0, loader: str = "dali", skip_bad_images: bool = False) -> list[dict]:
     """GT-known (%) of every (normalization, threshold) on ``split`` (a validation split), BAS
     protocol; one row per normalization with its best threshold and the whole curve."""

@@ -11,14 +11,20 @@ import torch
 from torch import nn
 
 from ..checkpoint import atomic_save
+from ..config import DataConfig, ModelConfig, RunConfig
 from ..data import WSOLDataset, build_loader
 from ..models import MobileNetBAS
 from .progress import JsonLog, make_progress
 
+PRETRAIN_EPOCHS = 12
+PRETRAIN_LR = 0.1  # peak of the one-cycle schedule
 
-def pretrain_backbone(train_split, out: str | Path, width_mult: float = 1.0, image_size: int = 224,
-                      resize: int = 256, epochs: int = 12, lr: float = 0.1, batch_size: int = 32,
-                      workers: int = 2, seed: int = 0, device: str = "cpu", train_crop: str = "bas") -> Path:
+
+def pretrain_backbone(train_split, out: str | Path, width_mult: float = ModelConfig.width_mult,
+                      image_size: int = DataConfig.image_size, resize: int = DataConfig.resize,
+                      epochs: int = PRETRAIN_EPOCHS, lr: float = PRETRAIN_LR, batch_size: int = DataConfig.batch_size,
+                      workers: int = DataConfig.workers, seed: int = RunConfig.seed, device: str = "cpu",
+                      train_crop: str = DataConfig.train_crop) -> Path:
     """Train ``features`` + pool + linear on ``train_split`` (SGD, one-cycle lr, ``train_crop``
     augmentation); returns the path of the saved base net (``out/backbone.pth``)."""
     torch.manual_seed(seed)
