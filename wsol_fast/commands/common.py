@@ -6,10 +6,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from ..argtypes import normalization
 from ..config import PRESETS, TrainConfig, scaled_resize
 from ..engine.progress import print_error
 from ..errors import UsageError, WsolFastError
-from ..fields import apply_arguments
+from ..fields import apply_arguments, unit_interval
 
 # Bad input as a command meets it: ours (they name file, flag or value), a missing or unwritable
 # file, a value out of range, a non-finite number. Anything else is a bug and keeps its traceback.
@@ -24,6 +25,17 @@ def run_command(body: Callable[[argparse.Namespace], int], args: argparse.Namesp
     except COMMAND_ERRORS as error:
         print_error(error)
         return 2 if isinstance(error, UsageError) else 1
+
+
+def add_localization_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--norm`` and ``--threshold``, which override the settings ``evaluate --sweep`` saved
+    with a checkpoint (``inference.localization_settings``)."""
+    parser.add_argument("--norm", type=normalization,
+                        help="minmax | max | percentile:P | pas[:P] | ivr:P (default: saved with the checkpoint "
+                             "by evaluate --sweep, else minmax)")
+    parser.add_argument("--threshold", type=unit_interval,
+                        help="fixed threshold on the normalized map (default: saved by evaluate --sweep, else "
+                             "per method and dataset)")
 
 
 def read_config(path: Path) -> TrainConfig:

@@ -6,19 +6,19 @@ import json
 import os
 from pathlib import Path
 
-from ..argtypes import map_class, normalization, threshold_step
+from .. import collectives
+from ..argtypes import map_class, threshold_step
 from ..checkpoint import atomic_save
 from ..config import METHODS, DataConfig, TrainConfig
 from ..data import load_data_split
-from .. import collectives
 from ..engine import distributed
 from ..engine.evaluate import PROTOCOLS, SWEEP_NORMS, EvalSettings, evaluate, threshold_sweep
 from ..engine.progress import console, results_table
-from ..fields import add_arguments, positive_int, unit_interval
+from ..fields import add_arguments, positive_int
 from ..inference import localization_settings
 from ..models.restore import model_from_checkpoint
 from ..visualize import save_eval_grid
-from .common import config_from_arguments, run_command
+from .common import add_localization_arguments, config_from_arguments, run_command
 
 EVALUATION_DATA_FLAGS = ("dataset", "data_root", "image_size", "resize", "batch_size", "workers", "loader",
                          "skip_bad_images")
@@ -30,12 +30,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--method", choices=METHODS, help="localization map (default: as trained)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default=EvalSettings.protocol)
-    parser.add_argument("--norm", type=normalization,
-                        help="minmax | max | percentile:P | pas[:P] | ivr:P (default: saved with the checkpoint "
-                             "by --sweep, else minmax)")
-    parser.add_argument("--threshold", type=unit_interval,
-                        help="fixed threshold of the BAS protocol (default: saved by --sweep, else per method "
-                             "and dataset)")
+    add_localization_arguments(parser)
     parser.add_argument("--cam", type=map_class, default=EvalSettings.map_class,
                         help="class whose map localizes: gt | top1 | topk:K | all")
     parser.add_argument("--ten-crop", action="store_true", help="ten-crop classification (BAS protocol)")

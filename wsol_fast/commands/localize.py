@@ -28,7 +28,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .. import metrics
-from ..argtypes import map_class, normalization
+from ..argtypes import map_class
 from ..config import TrainConfig
 from ..data import ImageReadError, load_rgb, resize_boxes, resize_only_transform
 from ..data.annotations import annotation_error, numbered_lines, parse_corner_box, read_class_names
@@ -36,9 +36,9 @@ from ..drawing import GT_COLOR, PRED_COLOR, draw_box, draw_caption, overlay_heat
 from ..engine.evaluate import EvalSettings
 from ..engine.progress import console, make_progress, print_message, print_warning, results_table
 from ..errors import UsageError
-from ..fields import non_negative_int, positive_int, unit_interval
+from ..fields import non_negative_int, positive_int
 from ..inference import UNLABELED_MAP_CLASS, Localizer, box_to_original
-from .common import run_command
+from .common import add_localization_arguments, run_command
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 TOP_K = 5
@@ -264,12 +264,7 @@ def localize_parser() -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--norm", type=normalization,
-                        help="minmax | max | percentile:P | pas[:P] | ivr:P (default: saved with the checkpoint "
-                             "by evaluate.py --sweep, else minmax)")
-    parser.add_argument("--threshold", type=unit_interval,
-                        help="box threshold on the normalized map (default: saved by --sweep, else per method "
-                             "and dataset)")
+    add_localization_arguments(parser)
     parser.add_argument("--map-class", type=map_class, default=UNLABELED_MAP_CLASS,
                         help="map of: top1 | topk:K (mean) | all (mean)")
     parser.add_argument("--annotations", help="ground-truth boxes to draw: lines 'image x0 y0 x1 y1' or "

@@ -3,8 +3,8 @@ early or late stage, or the CAM baseline. Its flags are generated from the confi
 import argparse
 from pathlib import Path
 
-from ..config import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from .. import collectives
+from ..config import DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from ..engine import distributed
 from ..engine.run import run_training
 from ..errors import UsageError

@@ -3,11 +3,11 @@ import contextlib
 
 import torch
 
+from .. import collectives
 from ..config import TrainConfig
 from ..data import WSOLDataset, make_loader
 from ..mean_maps import MeanMaps, class_mean_maps
 from ..models import MobileNetBAS
-from .. import collectives
 from .progress import make_progress, print_warning
 
 

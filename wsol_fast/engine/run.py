@@ -5,13 +5,13 @@ from pathlib import Path
 
 import torch
 
+from .. import collectives
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
 from ..data import WSOLDataset, load_data_split
 from ..mean_maps import MeanMaps
 from ..models import MobileNetBAS, load_pretrained_backbone
 from ..models.restore import model_from_checkpoint, model_from_state
-from .. import collectives
 from . import distributed
 from .determinism import use_deterministic_algorithms
 from .mean_map_pass import compute_mean_maps

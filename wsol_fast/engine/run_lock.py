@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
+from .. import collectives
 from ..checkpoint import TEMPORARY_GLOB
 from ..errors import WsolFastError
-from .. import collectives
 from . import distributed
 from .progress import print_message
 
