@@ -69,13 +69,20 @@ def test_deterministic_mode_runs_and_is_saved_with_the_run(tmp_path):
     assert_same_run(first, train(tmp_path, "second", 1, "--loader", "torch", "--deterministic"))
 
 
-def test_deterministic_algorithms_keep_the_class_sums_off_float_atomics(monkeypatch):
-    monkeypatch.setenv("WSOL_FAST_OPS", "triton")
+@pytest.mark.parametrize("forced", ["", "triton"])
+def test_deterministic_algorithms_keep_the_class_sums_off_float_atomics(monkeypatch, forced):
+    """Deterministic runs add class sums with the reference; forcing the atomic kernel then is
+    refused with the reason, never run."""
+    monkeypatch.setenv("WSOL_FAST_OPS", forced)
     monkeypatch.setattr(kernels, "accumulate_class_sums", lambda *args: pytest.fail("the atomic kernel ran"))
     sums, counts = torch.zeros(3, 4, 4), torch.zeros(3, dtype=torch.int64)
     maps, labels = torch.rand(5, 4, 4), torch.tensor([0, 2, 2, 1, 0])
     torch.use_deterministic_algorithms(True)
     try:
+        if forced:
+            with pytest.raises(RuntimeError, match="deterministic algorithms are on"):
+                ops.accumulate_class_sums(sums, counts, maps, labels)
+            return
         ops.accumulate_class_sums(sums, counts, maps, labels)
     finally:
         torch.use_deterministic_algorithms(False)

@@ -32,7 +32,8 @@ def _triton_unavailable(tensor: torch.Tensor, forced: bool) -> str | None:
 
 def _atomics_unavailable(tensor: torch.Tensor, forced: bool) -> str | None:
     if torch.are_deterministic_algorithms_enabled():
-        return "deterministic algorithms are on, and the kernel adds floats with atomics"
+        return ("deterministic algorithms are on, and the kernel adds floats with atomics (unset WSOL_FAST_OPS "
+                "or run without --deterministic)")
     return _triton_unavailable(tensor, forced)
 
 
