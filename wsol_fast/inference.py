@@ -15,7 +15,8 @@ UNLABELED_MAP_CLASS = "top1"  # the class whose map localizes an image without a
 
 
 def localization_settings(state: dict, config: TrainConfig, method: str | None = None, norm: str | None = None,
-                          threshold: float | None = None, map_class: str = "gt", **evaluation) -> EvalSettings:
+                          threshold: float | None = None, map_class: str = EvalSettings.map_class,
+                          **evaluation) -> EvalSettings:
     """How a checkpoint (loaded ``state``, its ``config`` with any data overrides) localizes:
     each value given, else the one ``evaluate --sweep`` saved with the checkpoint, else the
     default: the trained method, min-max, the dataset preset's threshold for the method.
@@ -26,7 +27,7 @@ def localization_settings(state: dict, config: TrainConfig, method: str | None =
         threshold = saved.get("threshold", PRESETS[config.data.dataset].thresholds[method])
     if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
         raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
-    return EvalSettings(method=method, norm=norm or saved.get("norm", "minmax"), threshold=float(threshold),
+    return EvalSettings(method=method, norm=norm or saved.get("norm", EvalSettings.norm), threshold=float(threshold),
                         map_class=map_class, **evaluation)
 
 
