@@ -1,23 +1,27 @@
-"""Evaluation-op micro-benchmark: percentile-max normalization + largest-component boxes at
-100 and 1,000 thresholds on random 224x224 maps, in maps/s.
+"""Evaluation-op micro-benchmark: percentile-max normalization + boxes at 100 and 1,000
+thresholds on random 224x224 maps, in maps/s, by both box rules.
 
-Paths: the PyTorch reference (``wsol_fast.ops.eval_reference``), an OpenCV per-threshold loop
-as in wsolevaluation (uint8 map, cv2.threshold, cv2.findContours, largest contour by area,
-cv2.boundingRect; numpy percentile normalization), the C++ extension on one thread and on all
-cores (also with the all-component IoU pass of MaxBoxAccV2), and CUDA when present. Ratios are
-against the OpenCV loop measured in the same run, per kind of map: "smooth" (blurred 28x28
-noise, bilinearly resized: a few blobs), "textured" (unblurred 28x28 noise: many blobs and
-long contours, which cost OpenCV more) and, with ``--checkpoint``, "model": a trained model's
-foreground maps of its test split (ground-truth class, resized like evaluation resizes them).
-Prints a table and writes JSON (``--out``).
+Paths: the PyTorch reference of the component rule (``wsol_fast.ops.eval_reference``), an
+OpenCV per-threshold loop as in wsolevaluation (uint8 map, cv2.threshold, cv2.findContours,
+largest contour by area, cv2.boundingRect; numpy percentile normalization), the C++ extension
+on one thread and on all cores with the component rule (largest 8-connected component; also
+with the all-component IoU pass of MaxBoxAccV2) and with the contour rule (wsolevaluation's,
+exactly: its boxes must equal the OpenCV loop's, column "same boxes"; also with the
+all-contour IoU pass), and CUDA when present. Ratios are against the OpenCV loop measured in
+the same run, per kind of map: "smooth" (blurred 28x28 noise, bilinearly resized: a few
+blobs), "textured" (unblurred 28x28 noise: many blobs and long contours, which cost OpenCV
+more) and, with ``--checkpoint``, "model": a trained model's foreground maps of its test split
+(ground-truth class, resized like evaluation resizes them). Prints a table and writes JSON
+(``--out``). "same boxes": component-rule rows against the PyTorch reference, contour-rule
+rows against the OpenCV loop.
 
 A second table times the whole per-image MaxBoxAcc accumulation: wsolevaluation's
 ``BoxEvaluator.accumulate`` as written there (the map's peak recomputed at every threshold,
 boxes clipped to W - 1, a list of arrays concatenated, IoU against the ground truth, counts at
 δ = 0.3/0.5/0.7), reimplemented here, against this project's path for the same job
-(``metrics.threshold_sweep_ious`` + ``MaxBoxAccCounts.update``, which also does MaxBoxAccV2).
-Their counts differ slightly by design: wsolevaluation quantizes the map to uint8 and clips
-boxes to W - 1; this project thresholds the float map exactly.
+(``metrics.threshold_sweep_ious`` + ``MaxBoxAccCounts.update``, which also does MaxBoxAccV2)
+with either box rule; "same counts" says whether the contour rule's counts equal
+wsolevaluation's (the component rule's differ slightly by design: it thresholds the float map).
 
     python benchmarks/eval_ops.py --out runs/bench/eval_ops.json
     python benchmarks/eval_ops.py --checkpoint runs/demo/late/checkpoint.pt --kinds model
@@ -40,7 +44,7 @@ from wsol_fast.engine.evaluate import localization_maps
 from wsol_fast.engine.progress import console, print_message
 from wsol_fast.data import load_data_split
 from wsol_fast.models.restore import model_from_checkpoint
-from wsol_fast.metrics import MaxBoxAccCounts, threshold_sweep_ious
+from wsol_fast.metrics import BOX_RULES, MaxBoxAccCounts, threshold_sweep_ious
 from wsol_fast.ops import ext
 
 try:
@@ -92,7 +96,7 @@ def opencv_boxes(scoremap: np.ndarray, levels: np.ndarray) -> np.ndarray:
         contours = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
         if contours:
             x, y, w, h = cv2.boundingRect(max(contours, key=cv2.contourArea))
-            boxes[j] = (x, y, x + w, y + h)
+            boxes[j] = (x, y, min(x + w, scoremap.shape[1] - 1), min(y + h, scoremap.shape[0] - 1))
     return boxes
 
 
@@ -143,11 +147,14 @@ def wsolevaluation_path(maps, levels, p, gt):
     return num_correct
 
 
-def project_accumulate_path(maps, levels, p, gt):
-    counts = MaxBoxAccCounts(levels)
-    normalized = ext.percentile_max_normalize(maps, p)
-    counts.update(*threshold_sweep_ious(normalized, torch.as_tensor(gt).expand(maps.shape[0], -1, -1), levels))
-    return counts.state["largest"].T.numpy()
+def project_accumulate_path(box_rule: str):
+    def run(maps, levels, p, gt):
+        counts = MaxBoxAccCounts(levels)
+        normalized = ext.percentile_max_normalize(maps, p)
+        counts.update(*threshold_sweep_ious(normalized, torch.as_tensor(gt).expand(maps.shape[0], -1, -1), levels,
+                                            box_rule=box_rule))
+        return counts.state["largest"].T.numpy()
+    return run
 
 
 def reference_path(maps, levels, p):
@@ -162,6 +169,16 @@ def extension_iou_path(truth):
     def run(maps, levels, p):
         normalized = ext.percentile_max_normalize(maps, p)
         return ext.largest_component_boxes_and_best_iou(normalized, levels, truth[: maps.shape[0]])[0]
+    return run
+
+
+def contour_path(maps, levels, p):
+    return ext.contour_sweep(ext.percentile_max_normalize(maps, p), levels)[0]
+
+
+def contour_iou_path(truth):
+    def run(maps, levels, p):
+        return ext.contour_sweep(ext.percentile_max_normalize(maps, p), levels, truth[: maps.shape[0]])[0]
     return run
 
 
@@ -219,7 +236,8 @@ def main() -> None:
         maps = maps_of[kind]
         slow = maps[: args.slow_maps]
         levels = (np.arange(count) / count).tolist()
-        base_rate, reference_boxes = None, None
+        base_rate = None
+        expected = {}  # boxes each rule's rows must equal: the reference's, the OpenCV loop's
         cases = []
         if cv2 is not None:
             cv2.setNumThreads(1)
@@ -228,7 +246,10 @@ def main() -> None:
             cases.append(("PyTorch reference", cores, reference_path, slow, None))
         cases += [("extension", 1, extension_path, maps, None),
                   ("extension", cores, extension_path, maps, None),
-                  ("extension + all-component IoU", 1, extension_iou_path(truth), maps, None)]
+                  ("extension + all-component IoU", 1, extension_iou_path(truth), maps, None),
+                  ("extension, contour rule", 1, contour_path, maps, None),
+                  ("extension, contour rule", cores, contour_path, maps, None),
+                  ("extension, contour rule + all-contour IoU", 1, contour_iou_path(truth), maps, None)]
         if cuda:
             cases.append(("extension CUDA", "GPU", extension_path, maps.cuda(), torch.cuda.synchronize))
         for name, threads, run, inputs, synchronize in cases:
@@ -238,11 +259,13 @@ def main() -> None:
             output = torch.as_tensor(output).cpu()
             if name == "OpenCV loop (wsolevaluation)":
                 base_rate = rate
+                expected["contour"] = output
             if name == "PyTorch reference":
-                reference_boxes = output
+                expected["component"] = output
+            rule = "contour" if "contour rule" in name else "component"
             same = None
-            if reference_boxes is not None and name.startswith("extension"):
-                same = bool(torch.equal(output[: reference_boxes.shape[0]], reference_boxes))
+            if name.startswith("extension") and rule in expected:
+                same = bool(torch.equal(output[: expected[rule].shape[0]], expected[rule]))
             rows.append({"maps_kind": kind, "path": name, "threads": threads, "thresholds": count,
                          "maps": int(inputs.shape[0]), "maps_per_s": rate,
                          "ms_per_map": 1e3 / rate,
@@ -257,19 +280,24 @@ def main() -> None:
             maps = maps_of[kind]
             levels = (np.arange(count) / count).tolist()
             torch.set_num_threads(1)
-            base, _ = measure(lambda m, lv, p: wsolevaluation_path(m, lv, p, gt),
-                                        maps[: args.slow_maps], levels, args.percentile, args.min_seconds)
-            ours, _ = measure(lambda m, lv, p: project_accumulate_path(m, lv, p, gt),
-                                       maps, levels, args.percentile, args.min_seconds)
+            base, counts = measure(lambda m, lv, p: wsolevaluation_path(m, lv, p, gt),
+                                   maps[: args.slow_maps], levels, args.percentile, args.min_seconds)
+            row = {"maps_kind": kind, "thresholds": count, "threads": 1, "wsolevaluation_ms_per_map": 1e3 / base}
+            for rule in BOX_RULES:
+                ours, ours_counts = measure(lambda m, lv, p: project_accumulate_path(rule)(m, lv, p, gt),
+                                            maps, levels, args.percentile, args.min_seconds)
+                row[f"{rule}_ms_per_map"] = 1e3 / ours
+                row[f"{rule}_vs_wsolevaluation"] = ours / base
+            _, contour_counts = measure(lambda m, lv, p: project_accumulate_path("contour")(m, lv, p, gt),
+                                        maps[: args.slow_maps], levels, args.percentile, 0)
+            row["contour_counts_equal"] = bool(np.array_equal(contour_counts, counts))
             torch.set_num_threads(cores)
-            accumulate_rows.append({"maps_kind": kind, "thresholds": count, "threads": 1,
-                                    "wsolevaluation_ms_per_map": 1e3 / base, "project_ms_per_map": 1e3 / ours,
-                                    "vs_wsolevaluation": ours / base})
+            accumulate_rows.append(row)
 
-    table = Table(title=f"Percentile-max normalization (p={args.percentile:g}) + largest-component "
-                        f"boxes, {args.size}x{args.size} maps")
+    table = Table(title=f"Percentile-max normalization (p={args.percentile:g}) + boxes, "
+                        f"{args.size}x{args.size} maps")
     for column in ("maps", "thresholds", "path", "threads", "maps/s", "ms/map", "x OpenCV",
-                   "= reference"):
+                   "same boxes"):
         table.add_column(column, justify="left" if column in ("maps", "path") else "right",
                          no_wrap=column == "path")
     for row in rows:
@@ -281,11 +309,14 @@ def main() -> None:
     if accumulate_rows:
         table = Table(title="Per-image MaxBoxAcc accumulation (percentile-max normalization, boxes, IoU, "
                             "counts), one thread")
-        for column in ("maps", "thresholds", "wsolevaluation ms/map", "wsol-fast ms/map", "x wsolevaluation"):
+        for column in ("maps", "thresholds", "wsolevaluation ms/map", "component ms/map", "x wsolevaluation",
+                       "contour ms/map", "x wsolevaluation", "same counts"):
             table.add_column(column, justify="left" if column == "maps" else "right")
         for row in accumulate_rows:
             table.add_row(row["maps_kind"], str(row["thresholds"]), f"{row['wsolevaluation_ms_per_map']:.2f}",
-                          f"{row['project_ms_per_map']:.3f}", f"{row['vs_wsolevaluation']:.1f}")
+                          f"{row['component_ms_per_map']:.3f}", f"{row['component_vs_wsolevaluation']:.1f}",
+                          f"{row['contour_ms_per_map']:.3f}", f"{row['contour_vs_wsolevaluation']:.1f}",
+                          "yes" if row["contour_counts_equal"] else "NO")
         console.print(table)
     for note in notes:
         print_message(note, "note:", "yellow")

@@ -20,12 +20,12 @@ from wsol_fast.data.synthetic import SyntheticSpec, generate_synthetic
 TINY_SYNTHETIC_SPEC = SyntheticSpec(num_classes=4, train_per_class=3, test_per_class=2, image_size=64, seed=0)
 GROUPS = {  # group -> module name prefixes; every other module is "unit"
     "kernels": ("test_kernels_", "test_devices"),
-    "extension": ("test_ext", "test_boxes", "test_normalization"),
+    "extension": ("test_ext", "test_boxes", "test_normalization", "test_contours", "test_pxap"),
     "integration": ("test_distributed", "test_reproducibility", "test_gpu_check", "test_training",
                     "test_pipeline_bench", "test_step_options", "test_output", "test_run_folder",
                     "test_robustness", "test_untrusted_run_folder", "test_skip_bad_images", "test_throughput_smoke",
                     "test_pretrain", "test_probe", "test_visualize", "test_bas_baseline", "test_localize",
-                    "test_eval_ops_bench", "test_demo"),
+                    "test_eval_ops_bench", "test_demo", "test_wsolevaluation_commands"),
 }
 MARKERS = {"unit": "small pieces on their own", "kernels": "Triton kernels against their references",
            "extension": "the C++/CUDA extension against its reference",

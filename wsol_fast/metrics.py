@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .ops import eval_reference, evaluation, ext
+from .ops.checks import check_maps
 from .ops.registry import FastPath, Op
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
@@ -97,43 +98,82 @@ def max_iou_over_boxes(pred: list[torch.Tensor], gt, gt_valid=None) -> torch.Ten
     return best.scatter_reduce(0, owner, iou, "amax", include_self=True)
 
 
+def _valid_first(gt, gt_valid) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ground truth as padded (N, K, 4) with each image's valid boxes first, and validity (N, K):
+    the extension takes the first ``count`` boxes of each image."""
+    padded, valid = ground_truth_boxes(gt, gt_valid)
+    valid_first = torch.argsort((~valid).int(), dim=1, stable=True)
+    return padded.gather(1, valid_first.unsqueeze(-1).expand(-1, -1, 4)), valid.gather(1, valid_first)
+
+
 def _sweep_ious_in_one_pass(maps: torch.Tensor, gt, levels: torch.Tensor,
                             gt_valid=None) -> tuple[torch.Tensor, torch.Tensor]:
     """``threshold_sweep_ious`` through the extension: every threshold in one pass."""
-    padded, valid = ground_truth_boxes(gt, gt_valid)
-    valid_first = torch.argsort((~valid).int(), dim=1, stable=True)
-    padded = padded.gather(1, valid_first.unsqueeze(-1).expand(-1, -1, 4))
-    valid = valid.gather(1, valid_first)
+    padded, valid = _valid_first(gt, gt_valid)
     boxes, every = ext.largest_component_boxes_and_best_iou(maps, levels, padded.to(maps.device),
                                                             valid.sum(dim=1).to(maps.device), empty="zero")
     return box_iou(boxes.cpu(), padded, valid), every.cpu()
 
 
-def _sweep_ious_per_threshold(maps: torch.Tensor, gt, levels: torch.Tensor,
-                              gt_valid=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``threshold_sweep_ious`` by the reference ops: components labelled once per threshold."""
-    largest_boxes = eval_reference.largest_component_boxes(maps, levels, empty="zero")
-    largest = box_iou(largest_boxes.cpu(), gt, gt_valid)
+def _best_ious_per_threshold(maps: torch.Tensor, gt, levels: torch.Tensor, gt_valid, largest_boxes,
+                             all_boxes) -> tuple[torch.Tensor, torch.Tensor]:
+    """``threshold_sweep_ious`` from a reference rule: ``largest_boxes(maps, levels)`` (B, T, 4)
+    and ``all_boxes(maps, level)`` (B tensors (K_b, 4), K_b = 0 counting as [0, 0, 0, 0])."""
+    largest = box_iou(largest_boxes(maps, levels).cpu(), gt, gt_valid)
     zero_box = torch.zeros(1, 4, dtype=torch.int64)
     every = []
     for level in levels.tolist():
-        boxes = [b.cpu() if len(b) else zero_box for b in eval_reference.all_component_boxes(maps, level)]
+        boxes = [b.cpu() if len(b) else zero_box for b in all_boxes(maps, level)]
         every.append(max_iou_over_boxes(boxes, gt, gt_valid))
     return largest, torch.stack(every, dim=1)
 
 
-_THRESHOLD_SWEEP = Op("threshold_sweep_ious", _sweep_ious_per_threshold,
-                      FastPath("ext", _sweep_ious_in_one_pass, evaluation.extension_unavailable, warn=True))
+def _sweep_ious_per_threshold(maps: torch.Tensor, gt, levels: torch.Tensor,
+                              gt_valid=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``threshold_sweep_ious`` by the reference ops: components labelled once per threshold."""
+    return _best_ious_per_threshold(maps, gt, levels, gt_valid,
+                                    lambda m, t: eval_reference.largest_component_boxes(m, t, empty="zero"),
+                                    eval_reference.all_component_boxes)
 
 
-def threshold_sweep_ious(maps: torch.Tensor, gt, thresholds,
-                         gt_valid=None) -> tuple[torch.Tensor, torch.Tensor]:
+def _contour_ious_in_one_pass(maps: torch.Tensor, gt, levels: torch.Tensor,
+                              gt_valid=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``threshold_sweep_ious`` with the contour rule through the extension (one pass per map)."""
+    padded, valid = _valid_first(gt, gt_valid)
+    boxes, every = ext.contour_sweep(maps, levels, padded, valid.sum(dim=1))
+    return box_iou(boxes, padded, valid), every
+
+
+def _contour_ious_per_threshold(maps: torch.Tensor, gt, levels: torch.Tensor,
+                                gt_valid=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``threshold_sweep_ious`` with the contour rule by the reference (labelled per threshold)."""
+    return _best_ious_per_threshold(maps, gt, levels, gt_valid, eval_reference.largest_contour_boxes,
+                                    eval_reference.all_contour_boxes)
+
+
+# Box rules of the sweep: the largest 8-connected component by pixel count (the BAS protocol's
+# rule, and this project's default), or wsolevaluation's exact contour rule (cv2.findContours).
+_THRESHOLD_SWEEPS = {
+    "component": Op("threshold_sweep_ious", _sweep_ious_per_threshold,
+                    FastPath("ext", _sweep_ious_in_one_pass, evaluation.extension_unavailable, warn=True)),
+    "contour": Op("contour_sweep_ious", _contour_ious_per_threshold,
+                  FastPath("ext", _contour_ious_in_one_pass, evaluation.extension_unbuilt, warn=True)),
+}
+BOX_RULES = tuple(_THRESHOLD_SWEEPS)
+
+
+def threshold_sweep_ious(maps: torch.Tensor, gt, thresholds, gt_valid=None,
+                         box_rule: str = BOX_RULES[0]) -> tuple[torch.Tensor, torch.Tensor]:
     """wsolevaluation's box sweep: maps (B, H, W) normalized float, thresholds (T,) ->
-    (best IoU of the largest component's box, best IoU over all components' boxes), each
-    (B, T) float64. An empty mask counts as the box [0, 0, 0, 0], as in wsolevaluation.
+    (best IoU of the largest box, best IoU over all boxes), each (B, T) float64. ``box_rule``
+    (``BOX_RULES``): "component" boxes the 8-connected components of ``maps > t``; "contour" is
+    wsolevaluation's rule exactly (uint8 maps, cv2.findContours outer and hole contours, the
+    largest by cv2.contourArea). No box at all counts as [0, 0, 0, 0], as in wsolevaluation.
     The extension does every threshold in one pass; the reference labels once per threshold."""
+    if box_rule not in _THRESHOLD_SWEEPS:
+        raise ValueError(f"box_rule={box_rule!r}: expected one of {', '.join(BOX_RULES)}")
     levels = torch.as_tensor(thresholds, dtype=torch.float64).flatten()
-    return _THRESHOLD_SWEEP(maps, gt, levels, gt_valid)
+    return _THRESHOLD_SWEEPS[box_rule](maps, gt, levels, gt_valid)
 
 
 def topk_correct(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -315,3 +355,50 @@ class MaxBoxAccCounts(_Counts):
             result[f"{name}_best_threshold"] = float(self.thresholds[best])
         result["maxboxaccv2"] = float(np.mean(per_delta))
         return result
+
+
+class PxAPCounts(_Counts):
+    """PxAP (wsolevaluation's MaskEvaluator): numpy.histogram of the map values at mask pixels
+    and at the other pixels (ignored pixels outside the mask in neither) over the edges
+    t_0, ..., t_{T-1}, 1, 2, 3, i.e. the bins [t_0, t_1), ..., [t_{T-1}, 1), [1, 2), [2, 3];
+    PxAP is the area under the pixel precision-recall curve of the cut-offs ``value >= edge``."""
+
+    def __init__(self, thresholds=None, device="cpu"):
+        levels = default_thresholds() if thresholds is None else thresholds
+        self.thresholds = torch.as_tensor(levels, dtype=torch.float64).flatten()
+        bins = eval_reference.pxap_edges(self.thresholds).numel() - 1  # checks the thresholds
+        self.state = {name: torch.zeros(bins, dtype=torch.int64, device=device)
+                      for name in ("mask_hist", "other_hist")}
+
+    def update(self, maps: torch.Tensor, masks, ignore=None) -> None:
+        """maps (B, H, W) float in [0, 1]; masks (B, H, W) bool, the foreground; ignore
+        (B, H, W) bool or None, pixels left out where not foreground. Masks move to the maps'
+        device."""
+        check_maps(maps)
+        masks = torch.as_tensor(masks, device=maps.device)
+        ignore = None if ignore is None else torch.as_tensor(ignore, device=maps.device)
+        histograms = evaluation.pxap_histograms(maps, masks, ignore, self.thresholds)
+        for name, counts in zip(("mask_hist", "other_hist"), histograms):
+            self.state[name] += counts.sum(dim=0).to(self.state[name].device)
+
+    def precision_recall(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel precision and recall, each (T + 2,) float64, of the cut-offs ``value >= e`` for
+        e = 2, 1, t_{T-1}, ..., t_0 (wsolevaluation's order); precision is NaN (0 / 0, as in
+        wsolevaluation) where no pixel reaches the cut-off. ValueError before any mask pixel."""
+        true_hist, false_hist = (self.state[name].cpu().numpy().astype(np.float64)
+                                 for name in ("mask_hist", "other_hist"))
+        tp, fp = true_hist[::-1].cumsum(), false_hist[::-1].cumsum()
+        if tp[-1] <= 0:
+            raise ValueError(f"{type(self).__name__}: no positive ground truth: no mask pixel counted yet "
+                             "(every mask empty or ignored)")
+        with np.errstate(invalid="ignore"):
+            precision = tp / (tp + fp)
+        return precision, tp / tp[-1]  # tp[-1]: all mask pixels, wsolevaluation's tp + fn (exact)
+
+    def summary(self) -> dict[str, float]:
+        """pxap (%): sum of precision[i] * (recall[i] - recall[i - 1]) over i >= 1 where
+        precision is defined, times 100, as wsolevaluation computes it (the dropped terms have
+        no recall step). Its other error, no positive prediction, cannot follow a mask pixel."""
+        precision, recall = self.precision_recall()
+        defined = ~np.isnan(precision[1:])  # wsolevaluation: tp + fp != 0
+        return {"pxap": float((precision[1:] * np.diff(recall))[defined].sum() * 100)}

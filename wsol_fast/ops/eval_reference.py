@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 
 from .checks import as_thresholds, check_maps, check_percent, empty_is_full
+from .quantize import wsolevaluation_levels
 
 NORMALIZATION_SPECS = ("minmax", "max", "percentile:P", "pas", "pas:P", "ivr:P")
 _CHUNK_PIXELS = 1 << 24  # mask pixels labelled at once by a threshold sweep (bounds memory)
@@ -182,16 +183,18 @@ def _run_starts(mask: torch.Tensor) -> torch.Tensor:
 
 
 def _touching_runs(global_row: torch.Tensor, start: torch.Tensor, end: torch.Tensor,
-                   last_row: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pairs (a, b) of runs with b on the row below a that 8-touch a (columns overlap after
-    widening a by one pixel each side). Runs are in raster order, so the runs of the row below
-    touching a run form one contiguous index range, found by binary search."""
+                   last_row: torch.Tensor, width: int, connectivity: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairs (a, b) of runs with b on the row below a that touch a: columns overlap (4-connected)
+    or overlap after widening a by one pixel each side (8-connected). Runs are in raster order,
+    so the runs of the row below touching a run form one contiguous index range, found by
+    binary search."""
+    reach = 1 if connectivity == 8 else 0
     stride = width + 2
     end_keys = global_row * stride + (end - 1)
     start_keys = global_row * stride + start
     below = (global_row + 1) * stride
-    first = torch.searchsorted(end_keys, below + start - 1)
-    stop = torch.searchsorted(start_keys, below + end, right=True)
+    first = torch.searchsorted(end_keys, below + start - reach)
+    stop = torch.searchsorted(start_keys, below + end - 1 + reach, right=True)
     count = torch.where(last_row, 0, (stop - first).clamp(min=0))
     source = torch.repeat_interleave(torch.arange(start.numel(), device=start.device), count)
     offset = torch.arange(source.numel(), device=start.device) - torch.repeat_interleave(
@@ -218,8 +221,8 @@ def _union(count: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             parent = jumped
 
 
-def _label_runs(mask: torch.Tensor) -> _Runs:
-    """8-connected components of masks (M, H, W) bool, as labelled horizontal runs."""
+def _label_runs(mask: torch.Tensor, connectivity: int = 8) -> _Runs:
+    """4- or 8-connected components of masks (M, H, W) bool, as labelled horizontal runs."""
     height, width = mask.shape[1:]
     first_pixels = torch.nonzero(_run_starts(mask).reshape(-1)).squeeze(1)
     last_pixels = torch.nonzero(_run_starts(mask.flip(2)).flip(2).reshape(-1)).squeeze(1)
@@ -227,18 +230,20 @@ def _label_runs(mask: torch.Tensor) -> _Runs:
     start = first_pixels % width
     end = last_pixels % width + 1
     row = global_row % height
-    source, target = _touching_runs(global_row, start, end, row == height - 1, width)
+    source, target = _touching_runs(global_row, start, end, row == height - 1, width, connectivity)
     root = _union(start.numel(), source, target)
     return _Runs(global_row // height, row, start, end, root)
 
 
-def connected_components(mask: torch.Tensor) -> torch.Tensor:
-    """8-connected components of each mask. mask (B, H, W) bool -> labels (B, H, W) int64,
-    0 on background, and on each component 1 + the raster index (y*W + x) of its first pixel
-    in raster order (computed on horizontal runs, merged by vectorized union-find)."""
+def connected_components(mask: torch.Tensor, connectivity: int = 8) -> torch.Tensor:
+    """8- (or 4-) connected components of each mask. mask (B, H, W) bool -> labels (B, H, W)
+    int64, 0 on background, and on each component 1 + the raster index (y*W + x) of its first
+    pixel in raster order (computed on horizontal runs, merged by vectorized union-find)."""
     _check_mask(mask)
+    if connectivity not in (4, 8):
+        raise ValueError(f"connectivity={connectivity!r}: expected 4 or 8")
     batch, height, width = mask.shape
-    runs = _label_runs(mask)
+    runs = _label_runs(mask, connectivity)
     first_pixel = runs.row * width + runs.start
     label_of_run = torch.cat([first_pixel.new_zeros(1), first_pixel[runs.root] + 1])
     runs_so_far = _run_starts(mask).reshape(-1).cumsum(0)  # 1 + run index on foreground pixels
@@ -254,8 +259,8 @@ class _Components(NamedTuple):
     box: torch.Tensor  # (K, 4) x0, y0, x1, y1 with exclusive maxima
 
 
-def _components(mask: torch.Tensor) -> _Components:
-    runs = _label_runs(mask)
+def _components(mask: torch.Tensor, connectivity: int = 8) -> _Components:
+    runs = _label_runs(mask, connectivity)
     width = mask.shape[2]
     count = runs.root.numel()
     roots = torch.nonzero(runs.root == torch.arange(count, device=mask.device)).squeeze(1)
@@ -320,3 +325,136 @@ def all_component_boxes(maps: torch.Tensor, threshold: float) -> list[torch.Tens
     found = _components(maps > level.to(device=maps.device, dtype=maps.dtype))
     per_map = torch.bincount(found.mask, minlength=maps.shape[0])
     return list(torch.split(found.box, per_map.tolist()))
+
+
+
+# ---- wsolevaluation's contour rule (cv2.findContours RETR_TREE, the largest by contourArea) ----
+
+def _framed(levels: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """Foreground ``levels > step`` of one map (H, W) uint8 at steps (U,) -> (U, H + 2, W + 2)
+    bool with OpenCV's frame of background pixels."""
+    return torch.nn.functional.pad(levels.unsqueeze(0).long() > steps.view(-1, 1, 1), (1, 1, 1, 1))
+
+
+def _not_outside(foreground: torch.Tensor) -> torch.Tensor:
+    """Framed masks (U, H', W') -> pixels not 4-connected to the frame through background: the
+    foreground and its holes. The frame's component is the one labelled 1 (first pixel 0)."""
+    return connected_components(~foreground, connectivity=4) != 1
+
+
+def _largest_contour_box(foreground: torch.Tensor) -> list[int]:
+    """Box of the largest contour (by area, ties to the later first pixel) of one framed mask
+    (H', W') bool. A contour's area counts the unit squares between pixel centres with 4
+    corners inside it once and those with 3 once half; the largest contour encloses an
+    8-connected component of ``_not_outside`` (csrc/contours_cpu.cpp says why)."""
+    enclosed = _not_outside(foreground.unsqueeze(0))
+    labels = connected_components(enclosed)[0]
+    if not bool(enclosed.any()):
+        return [0, 0, 0, 0]
+    corners = torch.stack([labels[:-1, :-1], labels[:-1, 1:], labels[1:, :-1], labels[1:, 1:]])
+    inside = (corners > 0).sum(dim=0)
+    halves = (inside >= 3).long() + (inside == 4).long()
+    area = torch.zeros(labels.numel() + 1, dtype=torch.int64).index_add_(
+        0, corners.amax(dim=0).flatten(), halves.flatten())
+    present = torch.unique(labels[labels > 0])
+    key = area[present] * (labels.numel() + 1) + present  # largest area, then latest first pixel
+    ys, xs = torch.nonzero(labels == present[int(key.argmax())], as_tuple=True)
+    return _contour_box(int(xs.min()) - 1, int(ys.min()) - 1, int(xs.max()) - 1, int(ys.max()) - 1,
+                        foreground.shape)
+
+
+def _contour_box(x0: int, y0: int, x1: int, y1: int, framed_shape) -> list[int]:
+    """wsolevaluation's box of a contour whose border pixels span x0..x1, y0..y1 (image
+    coordinates): x1 = min(x + w, W - 1), y1 = min(y + h, H - 1)."""
+    height, width = framed_shape[0] - 2, framed_shape[1] - 2
+    return [x0, y0, min(x1 + 1, width - 1), min(y1 + 1, height - 1)]
+
+
+def largest_contour_boxes(maps: torch.Tensor, thresholds) -> torch.Tensor:
+    """wsolevaluation's box at every threshold: of the quantized map (``quantize``), the
+    contour of largest ``cv2.contourArea`` (the first listed on ties), its ``cv2.boundingRect``
+    as ``x0, y0, min(x + w, W - 1), min(y + h, H - 1)``; ``[0, 0, 0, 0]`` without contours.
+    maps (B, H, W) float in [0, 1], thresholds (T,) -> (B, T, 4) int64. One labelling per map
+    and distinct integer threshold."""
+    levels, steps = wsolevaluation_levels(maps, thresholds)
+    boxes = torch.zeros(*steps.shape, 4, dtype=torch.int64)
+    for b in range(levels.shape[0]):
+        distinct, slot = torch.unique(steps[b], return_inverse=True)
+        framed = _framed(levels[b], distinct)
+        found = torch.tensor([_largest_contour_box(mask) for mask in framed], dtype=torch.int64)
+        boxes[b] = found[slot]
+    return boxes
+
+
+def all_contour_boxes(maps: torch.Tensor, threshold: float) -> list[torch.Tensor]:
+    """Every contour's box at one threshold (MaxBoxAccV2): each 8-connected foreground
+    component's (its outer contour) and each hole's (a 4-connected background component not
+    reaching the frame; its contour runs through the foreground pixels around it, one pixel
+    outside it), in wsolevaluation's box convention. maps (B, H, W) float in [0, 1] -> B
+    tensors (K_b, 4) int64; K_b = 0 without contours."""
+    levels, steps = wsolevaluation_levels(maps, threshold)
+    result = []
+    for b in range(levels.shape[0]):
+        foreground = _framed(levels[b], steps[b])
+        outer = _components(foreground)
+        holes = _components(~foreground, connectivity=4)
+        inner = holes.first_pixel != 0  # not the frame's component
+        # _components boxes: framed coordinates, exclusive maxima = inclusive image maxima + 2.
+        spans = torch.cat([outer.box - torch.tensor([1, 1, 2, 2]),
+                           holes.box[inner] - torch.tensor([2, 2, 1, 1])])
+        result.append(torch.tensor([_contour_box(*span, foreground.shape[1:]) for span in spans.tolist()],
+                                   dtype=torch.int64).reshape(-1, 4))
+    return result
+
+# ---- PxAP histograms (wsolevaluation's MaskEvaluator) ----
+
+PXAP_TOP_EDGES = (1.0, 2.0, 3.0)  # wsolevaluation's edges after the map thresholds
+
+
+def pxap_edges(thresholds) -> torch.Tensor:
+    """Map thresholds (T,) -> PxAP bin edges (T + 3,) float64: the thresholds as given (not
+    rounded to the maps' dtype: numpy compares the values against float64 edges), then 1, 2, 3.
+    The edges must not descend (numpy.histogram's rule), so the thresholds ascend and are <= 1."""
+    levels = as_thresholds(thresholds)
+    edges = torch.cat([levels, torch.tensor(PXAP_TOP_EDGES, dtype=torch.float64)])
+    if not bool((edges[1:] >= edges[:-1]).all()):
+        raise ValueError(f"thresholds: must ascend and stay <= 1.0 (bin edges of numpy.histogram, "
+                         f"followed by 1, 2, 3), got {levels.tolist()}")
+    return edges
+
+
+def check_pixel_masks(maps: torch.Tensor, masks, ignore) -> None:
+    """Raise ValueError unless ``masks`` (and ``ignore`` unless None) are bool tensors of the
+    maps' shape on their device."""
+    named = [("masks", masks)] + ([] if ignore is None else [("ignore", ignore)])
+    for name, value in named:
+        if (not isinstance(value, torch.Tensor) or value.dtype != torch.bool
+                or value.shape != maps.shape or value.device != maps.device):
+            described = (f"{value.dtype} tensor of shape {tuple(value.shape)} on {value.device}"
+                         if isinstance(value, torch.Tensor) else type(value).__name__)
+            raise ValueError(f"{name}: expected a bool tensor of the maps' shape {tuple(maps.shape)} "
+                             f"on {maps.device}, got a {described}")
+
+
+def pxap_histograms(maps: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor | None,
+                    thresholds) -> tuple[torch.Tensor, torch.Tensor]:
+    """numpy.histogram of each map's values at its mask pixels and at its other pixels, over
+    the edges ``pxap_edges(thresholds)`` = t_0, ..., t_{T-1}, 1, 2, 3: bins [e_i, e_{i+1}), the
+    last closed, values compared exactly in float64, values outside [e_0, 3] in no bin. Pixels
+    of ``ignore`` outside the mask count in neither (wsolevaluation's ignore region is the
+    ignore box minus the foreground). Brute force: one count of ``value >= edge`` per edge.
+    maps (B, H, W) float, masks (B, H, W) bool, ignore (B, H, W) bool | None, thresholds (T,)
+    -> (mask histograms, other histograms), each (B, T + 2) int64."""
+    _check_maps(maps)
+    check_pixel_masks(maps, masks, ignore)
+    edges = pxap_edges(thresholds).tolist()
+    values = maps.to(torch.float64)  # exact for every float dtype
+    others = ~masks if ignore is None else ~(masks | ignore)
+
+    def histograms(pixels: torch.Tensor) -> torch.Tensor:
+        at_least = torch.stack([((values >= edge) & pixels).sum(dim=(1, 2)) for edge in edges], dim=1)
+        above_last = ((values > edges[-1]) & pixels).sum(dim=(1, 2))
+        upper = torch.cat([at_least[:, 1:-1], above_last.unsqueeze(1)], dim=1)
+        return at_least[:, :-1] - upper
+
+    return histograms(masks), histograms(others)

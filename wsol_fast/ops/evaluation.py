@@ -1,7 +1,8 @@
 """Evaluation ops through the op registry (``registry``). Signatures, shapes and definitions
 are those of ``eval_reference``; the C++/CUDA extension (``ext``) serves percentile
-normalization and box extraction wherever it is built for the maps' device. Ops the extension
-does not have (the other normalizations, all-component boxes) run the reference."""
+normalization, box extraction and the PxAP histograms wherever it is built for the maps'
+device. Ops the extension does not have (the other normalizations, all-component boxes) run
+the reference."""
 import torch
 
 from . import eval_reference as reference
@@ -17,6 +18,12 @@ def extension_unavailable(maps: torch.Tensor, forced: bool) -> str | None:
             "FORCE_CUDA=1 for CUDA)")
 
 
+
+def extension_unbuilt(tensor: torch.Tensor, forced: bool) -> str | None:
+    """Why the extension cannot serve an op that it runs on the CPU for tensors of any device
+    (None: it can)."""
+    return None if ext.available() else "wsol_fast._C is not built (pip install --no-build-isolation -e .)"
+
 def extension(function) -> FastPath:
     """The fast path of the extension's ``function`` (looked up in ``ext`` at each call)."""
     def call(*args, **kwargs):
@@ -31,6 +38,9 @@ percentile_max_normalize = Op("percentile_max_normalize", reference.percentile_m
 # Largest 8-connected component's box of ``maps > t`` per threshold. (B, H, W) -> (B, T, 4) int64.
 largest_component_boxes = Op("largest_component_boxes", reference.largest_component_boxes,
                              extension(ext.largest_component_boxes))
+# numpy.histogram of the values at mask / other pixels over the PxAP edges t_0, ..., t_{T-1}, 1, 2, 3.
+# (B, H, W) float, (B, H, W) bool masks and ignore -> two (B, T + 2) int64.
+pxap_histograms = Op("pxap_histograms", reference.pxap_histograms, extension(ext.pxap_histograms))
 
 
 def normalize(maps: torch.Tensor, spec: str) -> torch.Tensor:

@@ -2,12 +2,14 @@
 
 Same semantics as ``eval_reference`` (percentile-max normalization, largest 8-connected
 component boxes at many thresholds, with the best "+1" IoU over all components for
-MaxBoxAccV2). Maps are ``(B, H, W)`` float32/float16/bfloat16/float64 tensors on the CPU or
+MaxBoxAccV2; PxAP's histograms). Maps are ``(B, H, W)`` float32/float16/bfloat16/float64 tensors on the CPU or
 (with a CUDA build) a GPU; any strides. Bad input raises ``ValueError`` naming the argument (and the map for NaN/Inf).
 """
 import torch
 
 from .checks import as_thresholds, check_maps, check_percent, empty_is_full
+from .eval_reference import check_pixel_masks, pxap_edges
+from .quantize import wsolevaluation_levels
 
 try:
     from wsol_fast import _C
@@ -78,6 +80,20 @@ def _sweep(maps, thresholds, empty, gt_boxes=None, gt_counts=None):
     return boxes, best_iou
 
 
+def contour_sweep(maps: torch.Tensor, thresholds, gt_boxes=None, gt_counts=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """wsolevaluation's contour rule at every threshold in one pass per map (``quantize``;
+    the definition is ``eval_reference.largest_contour_boxes`` / ``all_contour_boxes``): the
+    largest contour's box (B, T, 4) int64 and, with gt_boxes (B, K, 4) / gt_counts (B,), the best
+    "+1" IoU over every contour's box (B, T) float64 (the box [0, 0, 0, 0] without contours),
+    else None. Runs on the CPU whatever the maps' device (the sweep is sequential per map; only
+    the uint8 maps cross); results are on the CPU."""
+    _require_extension()
+    levels, steps = wsolevaluation_levels(maps, thresholds)
+    if gt_boxes is None:
+        return _C.contour_sweep(levels, steps)
+    truth, counts = _ground_truth(gt_boxes, gt_counts, maps.shape[0], torch.device("cpu"))
+    return _C.contour_sweep(levels, steps, truth, counts)
+
 def percentile_max_normalize(maps: torch.Tensor, p: float = 99.0) -> torch.Tensor:
     """clamp(M / P_p(M), 0, 1) per map, P_p = numpy.percentile's "linear" p-th percentile
     (p in [0, 100]); a map whose percentile is <= 0 gives 1 where M > 0, else 0.
@@ -105,3 +121,16 @@ def largest_component_boxes_and_best_iou(maps: torch.Tensor, thresholds, gt_boxe
     check_maps(maps)
     truth, counts = _ground_truth(gt_boxes, gt_counts, maps.shape[0], maps.device)
     return _sweep(maps, thresholds, empty, truth, counts)
+
+
+def pxap_histograms(maps: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor | None,
+                    thresholds) -> tuple[torch.Tensor, torch.Tensor]:
+    """numpy.histogram of each map's values at its mask pixels and at its other pixels (pixels
+    of ``ignore`` outside the mask in neither) over the edges t_0, ..., t_{T-1}, 1, 2, 3
+    (``eval_reference.pxap_edges``), every threshold in one pass, values compared in float64.
+    maps (B, H, W) float, masks and ignore (B, H, W) bool (ignore may be None), thresholds (T,)
+    -> (mask histograms, other histograms), each (B, T + 2) int64."""
+    _require_extension()
+    check_maps(maps)
+    check_pixel_masks(maps, masks, ignore)
+    return _C.pxap_histograms(maps, masks, ignore, pxap_edges(thresholds).to(maps.device))
