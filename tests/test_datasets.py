@@ -175,7 +175,9 @@ def test_load_split_cub_and_errors(tmp_path, tiny_synthetic_root):
     with pytest.raises(ValueError, match="split must be one of"):
         load_split("synthetic", tmp_path / "unused", "val")
     assert not (tmp_path / "unused").exists()
-    assert DATASETS == ("synthetic", "cub", "imagenet")
+    with pytest.raises(ValueError, match="metadata folder"):
+        load_split("wsolevaluation", tmp_path, "train")
+    assert DATASETS == ("synthetic", "cub", "imagenet", "wsolevaluation")
 
 
 @pytest.mark.parametrize("device, pinned", [("cpu", False), ("cuda", True), ("cuda:1", True)])

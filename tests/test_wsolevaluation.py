@@ -1,12 +1,25 @@
-"""wsolevaluation metadata reader on a tiny fabricated folder: values, optional files, bad input."""
+"""wsolevaluation metadata reader on a tiny fabricated folder: values, optional files, bad input;
+the benchmark's split folders, OpenImages masks (read as its get_mask does), the preset a metadata
+folder selects, and a mask split's evaluation (PxAP and classification)."""
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from wsolevaluation_trees import ReferencePxAPCounts, fabricate_tree
 
-from wsol_fast.data import UNKNOWN_SIZE, AnnotationError, read_wsolevaluation
+from wsol_fast import metrics
+from wsol_fast.commands.train import train_config, train_main, train_parser
+from wsol_fast.config import PRESETS
+from wsol_fast.data import (UNKNOWN_SIZE, AnnotationError, WSOLDataset, load_data_split, normalize_pixels,
+                            read_wsolevaluation, read_wsolevaluation_split)
+from wsol_fast.data.masks import nearest_indices
+from wsol_fast.engine import evaluate as engine
+from wsol_fast.models import MobileNetBAS
+from wsol_fast.ops import evaluation as eval_ops
 
 # relative path, label, (width, height), boxes (x0, y0, x1, y1)
 ENTRIES = [
@@ -148,3 +161,165 @@ def test_missing_files_and_images(tree):
     (metadata / "image_ids.txt").write_text("\n\n")
     with pytest.raises(AnnotationError, match="no images listed"):
         read_wsolevaluation(metadata, image_root)
+
+
+# ---- the benchmark's split folders, OpenImages masks, the dataset a metadata folder describes ----
+
+@pytest.fixture(scope="module")
+def openimages(tmp_path_factory):
+    return fabricate_tree(tmp_path_factory.mktemp("wsolevaluation"), "OpenImages")
+
+
+def test_openimages_masks_are_read_lazily_as_union_and_ignore(openimages):
+    split = read_wsolevaluation_split(openimages.metadata, "val", openimages.data, "OpenImages")
+    assert split.masks is not None and len(split.masks) == len(openimages.ids["val"])
+    assert all(boxes.shape == (0, 4) for boxes in split.boxes)
+    assert all(path.as_posix().endswith(i) for path, i in zip(split.image_paths, openimages.ids["val"]))
+    np.testing.assert_array_equal(split.labels, openimages.labels["val"])
+    several = [i for i, files in enumerate(split.masks) if len(files.masks) == 2]
+    assert several, "some images have two instance masks"
+    assert not split.masks[-1].ignores, "the last image has no ignore mask"
+    for files, mask, ignore in zip(split.masks, openimages.masks["val"], openimages.ignores["val"]):
+        assert files.where.startswith(f"{openimages.metadata / 'val' / 'localization.txt'}:")
+        loaded_mask, loaded_ignore = files.load(64)
+        np.testing.assert_array_equal(loaded_mask, mask)
+        np.testing.assert_array_equal(loaded_ignore, ignore)
+        assert not (loaded_mask & loaded_ignore).any()
+    subset = split.subset([2, 0])
+    assert subset.masks == [split.masks[2], split.masks[0]]
+    train = read_wsolevaluation_split(openimages.metadata, "train", openimages.data, "OpenImages")
+    assert train.masks is None and len(train) == len(openimages.ids["train"])
+
+
+def test_masks_are_resized_like_wsolevaluation_get_mask(openimages):
+    """get_mask: cv2.imread grey, cv2.resize INTER_NEAREST to the size, > 0.5, union; ignore minus mask."""
+    cv2 = pytest.importorskip("cv2")
+    for source, size in [(64, 48), (64, 100), (7, 3), (5, 224), (333, 224)]:
+        grid = np.arange(source, dtype=np.float32)[:, None] * np.ones((1, 3), dtype=np.float32)
+        expected = cv2.resize(grid, (3, size), interpolation=cv2.INTER_NEAREST)[:, 0]
+        np.testing.assert_array_equal(nearest_indices(source, size), expected.astype(np.int64))
+    split = read_wsolevaluation_split(openimages.metadata, "test", openimages.data, "OpenImages")
+    for files in split.masks:
+        def read(path):
+            return cv2.resize(np.float32(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)), (48, 48),
+                              interpolation=cv2.INTER_NEAREST) > 0.5
+        mask = np.stack([read(path) for path in files.masks]).any(axis=0)
+        ignore = (read(files.ignores[0]) if files.ignores else np.zeros_like(mask)) & ~mask
+        loaded_mask, loaded_ignore = files.load(48)
+        np.testing.assert_array_equal(loaded_mask, mask)
+        np.testing.assert_array_equal(loaded_ignore, ignore)
+
+
+def test_missing_or_unreadable_mask_names_the_file(tmp_path):
+    tree = fabricate_tree(tmp_path, "OpenImages")
+    localization = tree.metadata / "test" / "localization.txt"
+    lines = localization.read_text().splitlines()
+    lineno, (_, mask, _) = 2, lines[1].rsplit(",", 2)
+    (tree.data / mask).unlink()
+    expected = f"{localization}:{lineno}: mask file not found: {tree.data.resolve() / mask}"
+    with pytest.raises(AnnotationError, match=re.escape(expected)):
+        read_wsolevaluation_split(tree.metadata, "test", tree.data, "OpenImages")
+    split = read_wsolevaluation_split(tree.metadata, "val", tree.data, "OpenImages")
+    first = split.masks[0].masks[0]
+    first.write_bytes(b"not a png")
+    with pytest.raises(OSError, match=re.escape(f"cannot read mask {first} ({split.masks[0].where})")):
+        split.masks[0].load(64)
+    first.unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(f"mask file not found: {first}")):
+        split.masks[0].load(64)
+
+
+def test_missing_split_folder_and_ground_truth_are_named(tmp_path):
+    tree = fabricate_tree(tmp_path, "CUB")
+    shutil.rmtree(tree.metadata / "val")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"split folder not found: {tree.metadata / 'val'}")):
+        read_wsolevaluation_split(tree.metadata, "val", tree.data, "CUB")
+    with pytest.raises(FileNotFoundError, match="point --metadata-root at the folder above it"):
+        read_wsolevaluation_split(tree.metadata / "test", "val", tree.data, "CUB")
+    (tree.metadata / "test" / "localization.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{tree.metadata / 'test' / 'localization.txt'} not found")):
+        read_wsolevaluation_split(tree.metadata, "test", tree.data, "CUB")
+    with pytest.raises(ValueError, match="split must be one of"):
+        read_wsolevaluation_split(tree.metadata, "trainval", tree.data, "CUB")
+
+
+def wsol_config(*argv):
+    return train_config(train_parser().parse_args(["--dataset", "wsolevaluation", "--data-root", "d", *argv]))
+
+
+@pytest.mark.parametrize("folder, preset", [("metadata/CUB", "cub"), ("metadata/ILSVRC/", "imagenet"),
+                                            ("x/openimages", "openimages")])
+def test_the_preset_follows_the_metadata_folder_name(folder, preset):
+    cfg = wsol_config("--metadata-root", folder)
+    expected = PRESETS[preset]
+    assert (cfg.data.batch_size, cfg.optim.epochs, cfg.optim.milestones, cfg.loss.alpha, cfg.loss.beta) == (
+        expected.batch_size, expected.epochs["early"], list(expected.milestones), expected.alpha, expected.beta)
+    assert cfg.data.metadata_dataset in ("CUB", "ILSVRC", "OpenImages")  # resolved and saved with the run
+
+
+def test_an_explicit_metadata_dataset_wins_and_an_unknown_folder_is_refused(capsys):
+    cfg = wsol_config("--metadata-root", "meta/birds", "--metadata-dataset", "ILSVRC")
+    assert (cfg.data.metadata_dataset, cfg.data.batch_size) == ("ILSVRC", PRESETS["imagenet"].batch_size)
+    assert train_main(["--dataset", "wsolevaluation", "--data-root", "d", "--metadata-root", "meta/birds"]) == 2
+    assert "cannot tell which dataset --metadata-root meta/birds describes" in capsys.readouterr().out
+    assert train_main(["--dataset", "wsolevaluation", "--data-root", "d"]) == 2
+    assert "needs --metadata-root" in capsys.readouterr().out
+    assert train_main(["--dataset", "cub", "--data-root", "d", "--metadata-root", "metadata/CUB"]) == 2
+    assert "are for --dataset wsolevaluation" in capsys.readouterr().out
+
+
+def test_run_splits_are_the_metadata_folders(tmp_path):
+    tree = fabricate_tree(tmp_path, "CUB")
+    cfg = wsol_config("--metadata-root", str(tree.metadata), "--data-root", str(tree.data))
+    for name in ("train", "val", "test"):
+        split = load_data_split(cfg, name)
+        assert [p.relative_to(tree.data.resolve()).as_posix() for p in split.image_paths] == tree.ids[name]
+    cfg.model.num_classes = 5  # a trained model's class count: labels must fit, names cover all
+    assert load_data_split(cfg, "test").class_names == ["0", "1", "2", "3", "4"]
+    cfg.data.val_fraction = 0.25
+    with pytest.raises(ValueError, match="own validation split"):
+        load_data_split(cfg, "val")
+
+
+def test_a_mask_split_is_evaluated_by_pxap_and_classification(openimages):
+    split = read_wsolevaluation_split(openimages.metadata, "test", openimages.data, "OpenImages")
+    torch.manual_seed(0)
+    model = MobileNetBAS(split.num_classes, 0.25)
+    settings = engine.EvalSettings(norm="minmax", protocol="both", sweep_step=0.05)
+    options = dict(image_size=64, resize=73, batch_size=4, loader="torch")
+    result = engine.evaluate(model, split, settings, **options)
+    assert result["images"] == len(split) and 0 <= result["pxap"] <= 100
+    assert {"top1_cls", "top5_cls"} <= set(result) and not {"gt_known", "maxboxacc"} & set(result)
+    # the same PxAP as wsolevaluation's MaskEvaluator from the maps and masks directly
+    dataset = WSOLDataset(split, train=False, image_size=64, resize=73, eval_protocol="wsolevaluation")
+    images = torch.stack([dataset[i][0] for i in range(len(split))])
+    _, maps = engine.localization_maps(model.eval(), normalize_pixels(images), torch.from_numpy(split.labels))
+    counts = ReferencePxAPCounts(metrics.default_thresholds(0.05))
+    masks, ignore = zip(*(files.load(64) for files in split.masks))
+    counts.update(eval_ops.normalize(maps, "minmax"), torch.from_numpy(np.stack(masks)),
+                  torch.from_numpy(np.stack(ignore)))
+    assert result["pxap"] == pytest.approx(counts.summary()["pxap"], abs=1e-4)
+    rows = engine.normalization_sweep_on_masks(model, split, settings, ["minmax", "percentile:99"], **options)
+    assert [row["norm"] for row in rows] == ["minmax", "percentile:99"]
+    assert rows[0]["pxap"] == pytest.approx(result["pxap"], abs=1e-6)
+    only = engine.normalization_sweep_on_masks(model, split, settings, ["minmax"], **options)  # evaluate --sweep --norm
+    assert only == rows[:1]
+
+
+@pytest.mark.parametrize("box_rule", metrics.BOX_RULES)
+def test_maxboxacc_takes_the_box_rule_of_the_settings(tmp_path, box_rule):
+    tree = fabricate_tree(tmp_path, "CUB")
+    split = read_wsolevaluation_split(tree.metadata, "test", tree.data, "CUB")
+    torch.manual_seed(0)
+    model = MobileNetBAS(split.num_classes, 0.25)
+    settings = engine.EvalSettings(norm="minmax", protocol="maxboxacc", sweep_step=0.05, box_rule=box_rule)
+    result = engine.evaluate(model, split, settings, image_size=64, resize=64, batch_size=4, loader="torch")
+    dataset = WSOLDataset(split, train=False, image_size=64, resize=64, eval_protocol="wsolevaluation")
+    images, labels, boxes = zip(*((*dataset[i][:2], torch.from_numpy(dataset.eval_boxes(i))) for i in range(len(split))))
+    _, maps = engine.localization_maps(model.eval(), normalize_pixels(torch.stack(images)), torch.tensor(labels))
+    counts = metrics.MaxBoxAccCounts(metrics.default_thresholds(0.05))
+    counts.update(*metrics.threshold_sweep_ious(eval_ops.normalize(maps, "minmax"), list(boxes), counts.thresholds,
+                                                box_rule=box_rule))
+    assert result["maxboxacc"] == counts.summary()["maxboxacc"]
+    assert result["maxboxaccv2"] == counts.summary()["maxboxaccv2"]
+    assert result["settings"]["box_rule"] == box_rule

@@ -1,9 +1,11 @@
 """Run configuration: one dataclass per concern, printable, saved with every checkpoint as
 ``config.json``. Each field carries its default, help, choices and value check (``fields.option``),
 so commands generate their flags from here and every default is written once. The per-dataset
-values of the paper are one table, ``PRESETS``.
+values of the paper are one table, ``PRESETS`` (``preset_of``: a wsolevaluation run takes the
+preset of the dataset its metadata describes).
 """
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import PurePath
 
 from .fields import (FLOAT32_MAX, checked, fraction, non_negative_float, non_negative_int, option, positive_float,
                      positive_int, validate)
@@ -44,10 +46,41 @@ PRESETS = {
     "synthetic": DatasetPreset(32, {"early": 30, "late": 15}, (25,), 1.5, 0.5, {"bas": 0.5, "cam": 0.2}),
     "cub": DatasetPreset(32, {"early": 100, "late": 100}, (80,), 1.5, 0.5, {"bas": 0.15, "cam": 0.2}),
     "imagenet": DatasetPreset(128, {"early": 8, "late": 4}, (3, 6), 1.5, 0.5, {"bas": 0.5, "cam": 0.2}),
+    # [choice] the paper trains no OpenImages model: wsolevaluation's OpenImages schedule (batch 32,
+    # 10 epochs, lr decay every 3), half of it for the late stage, MobileNetV1's loss weights
+    "openimages": DatasetPreset(32, {"early": 10, "late": 5}, (3, 6, 9), 1.5, 0.5, {"bas": 0.5, "cam": 0.2}),
 }
-DATASETS = tuple(PRESETS)
+# The wsolevaluation benchmark's metadata (clovaai/wsolevaluation: metadata/<name>/<split>/) by
+# dataset name -> the preset its runs take; OpenImages has masks instead of boxes.
+WSOLEVALUATION_PRESETS = {"CUB": "cub", "ILSVRC": "imagenet", "OpenImages": "openimages"}
+MASK_DATASETS = ("OpenImages",)
+DATASETS = ("synthetic", "cub", "imagenet", "wsolevaluation")
 DEFAULT = PRESETS[DATASETS[0]]  # the dataclass defaults are the default dataset's preset
 PER_DATASET = "per dataset"
+
+
+def wsolevaluation_dataset(data: "DataConfig") -> str:
+    """The wsolevaluation dataset (a key of ``WSOLEVALUATION_PRESETS``) that ``data`` reads:
+    ``metadata_dataset``, else the name of ``metadata_root``'s folder (any letter case);
+    ValueError when neither tells."""
+    if data.metadata_dataset is not None:
+        return data.metadata_dataset
+    if data.metadata_root is None:
+        raise ValueError("--dataset wsolevaluation needs --metadata-root (e.g. metadata/CUB)")
+    folder = PurePath(data.metadata_root).name
+    by_name = {name.lower(): name for name in WSOLEVALUATION_PRESETS}
+    if folder.lower() not in by_name:
+        raise ValueError(f"cannot tell which dataset --metadata-root {data.metadata_root} describes: its folder name "
+                         f"{folder!r} is none of {', '.join(WSOLEVALUATION_PRESETS)}; pass --metadata-dataset")
+    return by_name[folder.lower()]
+
+
+def preset_of(data: "DataConfig") -> DatasetPreset:
+    """The preset of the dataset ``data`` reads (wsolevaluation: of the dataset its metadata describes)."""
+    if data.dataset == "wsolevaluation":
+        return PRESETS[WSOLEVALUATION_PRESETS[wsolevaluation_dataset(data)]]
+    return PRESETS[data.dataset]
+
 
 learning_rate = checked(float, lambda v: 0 < v and v * max(LR_MULTIPLIERS.values()) <= FLOAT32_MAX,
                         f"a number > 0 whose x{max(LR_MULTIPLIERS.values()):g} (the heads' biases) fits float32")
@@ -57,9 +90,21 @@ learning_rate = checked(float, lambda v: 0 < v and v * max(LR_MULTIPLIERS.values
 class DataConfig:
     """Where the images come from and how they are shaped."""
 
-    dataset: str = option(DATASETS[0], "dataset", choices=DATASETS)
+    dataset: str = option(DATASETS[0], "dataset: synthetic, CUB-200-2011 or ImageNet in their own layouts, or "
+                                       "wsolevaluation metadata (--metadata-root) over the images of --data-root",
+                          choices=DATASETS)
     data_root: str = option("data/synthetic", "dataset folder (synthetic: generated there if absent; "
-                                              "required for the others)")
+                                              "wsolevaluation: the folder image_ids.txt's paths are relative to; "
+                                              "required for all but synthetic)")
+    metadata_root: str | None = option(None, "wsolevaluation: metadata folder of one dataset, holding train/ val/ "
+                                             "test/ (e.g. metadata/CUB); train reads train, evaluate --sweep val, "
+                                             "evaluate test")
+    metadata_dataset: str | None = option(None, "wsolevaluation: the dataset --metadata-root describes; it sets the "
+                                                "preset (CUB: cub's, ILSVRC: imagenet's, OpenImages: openimages') "
+                                                "and OpenImages reads masks instead of boxes",
+                                          choices=tuple(WSOLEVALUATION_PRESETS), shown="--metadata-root's folder name")
+    mask_root: str | None = option(None, "wsolevaluation OpenImages: folder the mask paths of localization.txt are "
+                                         "relative to", shown="--data-root")
     image_size: int = option(224, "network input (crop) size", check=positive_int)
     resize: int = option(scaled_resize(224), "resize before cropping", check=positive_int,
                          shown="image-size x 256/224")

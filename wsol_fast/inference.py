@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .config import PRESETS, TrainConfig
+from .config import TrainConfig, preset_of
 from .engine.evaluate import EvalSettings, localization_maps
 from .models.restore import model_from_checkpoint
 from .ops import evaluation as eval_ops
@@ -20,11 +20,11 @@ def localization_settings(state: dict, config: TrainConfig, method: str | None =
     """How a checkpoint (loaded ``state``, its ``config`` with any data overrides) localizes:
     each value given, else the one ``evaluate --sweep`` saved with the checkpoint, else the
     default: the trained method, min-max, the dataset preset's threshold for the method.
-    ``evaluation``: the other ``EvalSettings`` fields (protocol, ten_crop, sweep_step)."""
+    ``evaluation``: the other ``EvalSettings`` fields (protocol, ten_crop, sweep_step, box_rule)."""
     saved = state.get("eval_settings", {})
     method = method or saved.get("method", config.loss.method)
     if threshold is None:
-        threshold = saved.get("threshold", PRESETS[config.data.dataset].thresholds[method])
+        threshold = saved.get("threshold", preset_of(config.data).thresholds[method])
     if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
         raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
     return EvalSettings(method=method, norm=norm or saved.get("norm", EvalSettings.norm), threshold=float(threshold),

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..argtypes import normalization
-from ..config import PRESETS, TrainConfig, scaled_resize
+from ..config import TrainConfig, preset_of, scaled_resize, wsolevaluation_dataset
 from ..engine.progress import print_error
 from ..errors import UsageError, WsolFastError
 from ..fields import apply_arguments, unit_interval
@@ -49,11 +49,26 @@ def read_config(path: Path) -> TrainConfig:
 def config_from_arguments(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
     """The flags given (sections' flags from ``fields.add_arguments``) over ``base`` (a saved
     config), or else over the dataset's preset and the defaults; ``--resize`` follows a new
-    ``--image-size`` unless given."""
+    ``--image-size`` unless given. wsolevaluation: the dataset its metadata describes is
+    resolved (``config.wsolevaluation_dataset``) and kept in ``data.metadata_dataset``; a new
+    ``--metadata-root`` alone resolves it again."""
     cfg = base or TrainConfig()
     given = apply_arguments(args, cfg)
+    if "data.metadata_root" in given and "data.metadata_dataset" not in given:
+        cfg.data.metadata_dataset = None
+    if cfg.data.dataset == "wsolevaluation":
+        if cfg.data.metadata_root is None:
+            raise UsageError("--dataset wsolevaluation needs --metadata-root (the benchmark's metadata folder of "
+                             "one dataset, e.g. metadata/CUB)")
+        try:
+            cfg.data.metadata_dataset = wsolevaluation_dataset(cfg.data)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    elif given & {"data.metadata_root", "data.metadata_dataset", "data.mask_root"}:
+        raise UsageError(f"--metadata-root, --metadata-dataset and --mask-root are for --dataset wsolevaluation, "
+                         f"not {cfg.data.dataset}")
     if base is None:
-        cfg.apply_preset(PRESETS[cfg.data.dataset])
+        cfg.apply_preset(preset_of(cfg.data))
         apply_arguments(args, cfg)
         if cfg.data.dataset != "synthetic" and "data.data_root" not in given:
             raise UsageError(f"--data-root is required for --dataset {cfg.data.dataset}")

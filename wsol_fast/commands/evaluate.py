@@ -12,16 +12,19 @@ from ..checkpoint import atomic_save
 from ..config import METHODS, DataConfig, TrainConfig
 from ..data import load_data_split
 from ..engine import distributed
-from ..engine.evaluate import PROTOCOLS, SWEEP_NORMS, EvalSettings, evaluate, threshold_sweep
+from ..engine.evaluate import (PROTOCOLS, SWEEP_NORMS, EvalSettings, evaluate, normalization_sweep_on_masks,
+                               threshold_sweep)
 from ..engine.progress import console, results_table
 from ..fields import add_arguments, positive_int
 from ..inference import localization_settings
+from ..metrics import BOX_RULES
 from ..models.restore import model_from_checkpoint
 from ..visualize import save_eval_grid
 from .common import add_localization_arguments, config_from_arguments, run_command
 
-EVALUATION_DATA_FLAGS = ("dataset", "data_root", "image_size", "resize", "batch_size", "workers", "loader",
-                         "skip_bad_images")
+EVALUATION_DATA_FLAGS = ("dataset", "data_root", "metadata_root", "metadata_dataset", "mask_root", "image_size",
+                         "resize", "batch_size", "workers", "loader", "skip_bad_images")
+RESULT_COLUMNS = ("top1_cls", "top5_cls", "gt_known", "top1_loc", "top5_loc", "maxboxacc", "maxboxaccv2", "pxap")
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
@@ -36,10 +39,18 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ten-crop", action="store_true", help="ten-crop classification (BAS protocol)")
     parser.add_argument("--step", type=threshold_step, default=EvalSettings.sweep_step,
                         help="MaxBoxAcc threshold spacing (0.01 or 0.001)")
+    parser.add_argument("--box-rule", choices=BOX_RULES, default=EvalSettings.box_rule,
+                        help="MaxBoxAcc boxes: component (the largest 8-connected component of the float map "
+                             "by pixels, the BAS protocol's rule) or contour (wsolevaluation's rule exactly: "
+                             "uint8 map, cv2.findContours, the largest contour by area; for numbers comparable "
+                             "with published MaxBoxAcc / MaxBoxAccV2)")
     parser.add_argument("--sweep", action="store_true",
                         help="choose the threshold (and, without --norm, the normalization) by GT-known "
-                             "on the validation split, save the choice with the checkpoint, then evaluate")
-    parser.add_argument("--split", choices=("test", "val"), default="test")
+                             "on the validation split (--val-fraction's, or wsolevaluation's val/; OpenImages: "
+                             "the normalization by PxAP, the threshold kept), save the choice with the "
+                             "checkpoint, then evaluate")
+    parser.add_argument("--split", choices=("test", "val"), default="test",
+                        help="split to report (wsolevaluation: its metadata folder's test/ or val/)")
     parser.add_argument("--out", help="JSON file for the results")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # set by deepspeed
@@ -65,7 +76,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     model, state = model_from_checkpoint(args.checkpoint)
     cfg = config_from_arguments(args, TrainConfig.from_dict(state["config"]))
     settings = localization_settings(state, cfg, args.method, args.norm, args.threshold, args.cam,
-                                     protocol=args.protocol, ten_crop=args.ten_crop, sweep_step=args.step)
+                                     protocol=args.protocol, ten_crop=args.ten_crop, sweep_step=args.step,
+                                     box_rule=args.box_rule)
     # under the launcher each process uses its own GPU (``--device cuda`` would put all on cuda:0)
     device = args.device if args.device == "cpu" or collectives.world_size() == 1 else str(distributed.device())
     data = dict(image_size=cfg.data.image_size, resize=cfg.data.resize, batch_size=cfg.data.batch_size,
@@ -74,11 +86,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     sweep = None
     if args.sweep:
         norms = [args.norm] if args.norm else list(SWEEP_NORMS)
-        sweep = threshold_sweep(model, load_data_split(cfg, "val"), settings, norms, **data)
-        best = max(sweep, key=lambda row: row["gt_known"])
-        settings.norm, settings.threshold = best["norm"], best["best_threshold"]
-        console.print(results_table("GT-known on the validation split (best threshold per normalization)",
-                                    sweep, ["norm", "best_threshold", "gt_known"]))
+        val = load_data_split(cfg, "val")
+        if val.masks is not None:
+            sweep = normalization_sweep_on_masks(model, val, settings, norms, **data)
+            settings.norm = max(sweep, key=lambda row: row["pxap"])["norm"]
+            console.print(results_table("PxAP on the validation split per normalization (threshold kept: "
+                                        f"{settings.threshold})", sweep, ["norm", "pxap"]))
+        else:
+            sweep = threshold_sweep(model, val, settings, norms, **data)
+            best = max(sweep, key=lambda row: row["gt_known"])
+            settings.norm, settings.threshold = best["norm"], best["best_threshold"]
+            console.print(results_table("GT-known on the validation split (best threshold per normalization)",
+                                        sweep, ["norm", "best_threshold", "gt_known"]))
         state["eval_settings"] = {"norm": settings.norm, "threshold": settings.threshold,
                                   "method": settings.method, "map_class": args.cam}
         if collectives.is_main():
@@ -101,8 +120,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = {"checkpoint": str(args.checkpoint), "split": args.split, **result}
     if sweep is not None:
         result["sweep"] = sweep
-    columns = [c for c in ("top1_cls", "top5_cls", "gt_known", "top1_loc", "top5_loc", "maxboxacc", "maxboxaccv2")
-               if c in result]
+    columns = [c for c in RESULT_COLUMNS if c in result]
     console.print(results_table(f"{args.checkpoint}: {settings.method}, {settings.norm}, threshold "
                                 f"{settings.threshold}, {args.split} split", [result], columns))
     if args.out:

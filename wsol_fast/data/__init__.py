@@ -1,7 +1,8 @@
 """Datasets: split records, the CUB reader, the synthetic WSOL set, transforms and loaders
 (``make_loader``: NVIDIA DALI or the torch DataLoader).
 
-``load_split(dataset, data_root, split)`` is the entry point; ``DATASETS`` lists the names.
+``load_split(dataset, data_root, split)`` is the entry point (``load_data_split(config, split)``
+for a run's splits, wsolevaluation's among them); ``DATASETS`` lists the names.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from .datasets import (
 from .imagenet import UNKNOWN_SIZE, read_imagenet
 from .images import load_rgb
 from .loaders import make_loader
+from .masks import MaskFiles
 from .records import AnnotationError, ImageReadError, WSOLSplit, hold_out
 from .splits import load_data_split, load_split, synthetic_spec
 from .synthetic import MARKER_NAME, SyntheticSpec, generate_synthetic, render_sample
@@ -34,15 +36,17 @@ from .transforms import (
     resize_only_transform,
     train_transform,
 )
-from .wsolevaluation import read_wsolevaluation
+from .wsolevaluation import WSOLEVALUATION_SPLITS, read_wsolevaluation, read_wsolevaluation_split
 
 __all__ = [
     "DATASETS",
     "LOADERS",
     "TRAIN_CROPS",
+    "WSOLEVALUATION_SPLITS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MARKER_NAME",
+    "MaskFiles",
     "AnnotationError",
     "ImageReadError",
     "SPLITS",
@@ -70,6 +74,7 @@ __all__ = [
     "read_cub",
     "read_imagenet",
     "read_wsolevaluation",
+    "read_wsolevaluation_split",
     "render_sample",
     "resize_boxes",
     "resize_only_transform",

@@ -58,6 +58,9 @@ class WSOLSplit:
     - ``files_listed``: the paths come from listing their folders (ImageNet ``train/``), so they
       exist; the loaders then skip their start-up check that every file exists (1.28 M ``stat``
       calls, over a minute per process), and a file emptied since is reported when it is read.
+    - ``masks``: None, or N per-image mask loaders (wsolevaluation OpenImages, ``masks.MaskFiles``):
+      ``masks[i].load(size)`` -> (mask, ignore), each (size, size) bool, read only when called;
+      such a split has no boxes (K = 0).
     """
 
     root: Path
@@ -68,6 +71,7 @@ class WSOLSplit:
     class_names: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     files_listed: bool = False
+    masks: list | None = None
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -78,6 +82,9 @@ class WSOLSplit:
         self.class_names = list(self.class_names)
         n = len(self.image_paths)
         lengths = {"labels": len(self.labels), "boxes": len(self.boxes), "sizes": len(self.sizes)}
+        if self.masks is not None:
+            self.masks = list(self.masks)
+            lengths["masks"] = len(self.masks)
         for name, length in lengths.items():
             if length != n:
                 raise ValueError(f"WSOLSplit: {n} image paths but {length} {name}")
@@ -99,7 +106,7 @@ class WSOLSplit:
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         return WSOLSplit(self.root, self.image_paths.take(indices), self.labels[indices],
                          self.boxes.take(indices), self.sizes[indices], self.class_names, self.skipped,
-                         self.files_listed)
+                         self.files_listed, None if self.masks is None else [self.masks[i] for i in indices])
 
 
 def hold_out(split: WSOLSplit, fraction: float, seed: int = 0) -> tuple[WSOLSplit, WSOLSplit]:

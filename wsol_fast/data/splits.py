@@ -1,15 +1,16 @@
 """A dataset's split by name (``load_split``), and the splits a run configuration names
 (``load_data_split``: a synthetic set generated from the configured spec when absent, the
-validation split held out of training)."""
+validation split held out of training, or a wsolevaluation metadata folder's own splits)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import DATASETS, TrainConfig
+from ..config import DATASETS, TrainConfig, wsolevaluation_dataset
 from .cub import SPLITS, read_cub
 from .imagenet import read_imagenet
 from .records import WSOLSplit, hold_out
 from .synthetic import MARKER_NAME, SyntheticSpec, generate_synthetic
+from .wsolevaluation import read_wsolevaluation_split
 
 IMAGENET_LOAD_SPLITS = {"train": "train", "test": "val", "val": "val"}
 
@@ -28,6 +29,9 @@ def load_split(
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if dataset == "wsolevaluation":
+        raise ValueError("wsolevaluation splits need their metadata folder: load_data_split (a config with "
+                         "--metadata-root) or read_wsolevaluation_split")
     if dataset == "imagenet":
         if split not in IMAGENET_LOAD_SPLITS:
             raise ValueError(f"split must be one of {tuple(IMAGENET_LOAD_SPLITS)}, got {split!r}")
@@ -51,7 +55,11 @@ def load_data_split(cfg: TrainConfig, split: str) -> WSOLSplit:
     """The ``train``, ``val`` or ``test`` split of the configured dataset (synthetic: generated
     if absent). With ``data.val_fraction > 0``, ``val`` is that fraction of the training split
     (per class, fixed seed) and ``train`` is the rest; otherwise there is no ``val``. With
-    ``data.skip_bad_images`` images the reader cannot open are left out, listed in ``skipped``."""
+    ``data.skip_bad_images`` images the reader cannot open are left out, listed in ``skipped``.
+    wsolevaluation: the metadata folder's own split (``val`` is the benchmark's validation
+    split, so ``val_fraction`` must be 0), with the trained model's classes when the config has them."""
+    if cfg.data.dataset == "wsolevaluation":
+        return _wsolevaluation_split(cfg, split)
     spec = synthetic_spec(cfg) if cfg.data.dataset == "synthetic" else None
     options = dict(synthetic_spec=spec, skip_bad_images=cfg.data.skip_bad_images)
     if split == "test":
@@ -63,3 +71,14 @@ def load_data_split(cfg: TrainConfig, split: str) -> WSOLSplit:
         return train
     rest, val = hold_out(train, cfg.data.val_fraction, seed=0)
     return val if split == "val" else rest
+
+
+def _wsolevaluation_split(cfg: TrainConfig, split: str) -> WSOLSplit:
+    data = cfg.data
+    if data.val_fraction > 0:
+        raise ValueError("--dataset wsolevaluation has its own validation split (metadata val/): "
+                         "--val-fraction must be 0")
+    if data.metadata_root is None:
+        raise ValueError("--dataset wsolevaluation needs --metadata-root (e.g. metadata/CUB)")
+    return read_wsolevaluation_split(data.metadata_root, split, data.data_root, wsolevaluation_dataset(data),
+                                     mask_root=data.mask_root, num_classes=cfg.model.num_classes or None)

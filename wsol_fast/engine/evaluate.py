@@ -6,6 +6,9 @@
   ``>``), the largest 8-connected component's box, IoU with the "+1" convention > 0.5.
 * **wsolevaluation protocol**: resize to the input size, no crop; the same maps swept over
   thresholds; MaxBoxAcc (largest component) and MaxBoxAccV2 (all components, δ ∈ {0.3, 0.5, 0.7}).
+* **Mask splits** (wsolevaluation OpenImages, ``split.masks``): whatever the protocol, resize to
+  the input size, no crop; classification top-1/top-5 and PxAP of the normalized maps against
+  the masks read at the input size (``metrics.PxAPCounts``); no boxes, so no box metrics.
 """
 from dataclasses import asdict, dataclass
 
@@ -35,12 +38,15 @@ class EvalSettings:
     protocol: str = "bas"
     ten_crop: bool = False
     sweep_step: float = 0.01  # threshold spacing of the MaxBoxAcc sweep
+    box_rule: str = metrics.BOX_RULES[0]  # MaxBoxAcc boxes: largest component, or wsolevaluation's contours
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {METHODS}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; choose from {PROTOCOLS}")
+        if self.box_rule not in metrics.BOX_RULES:
+            raise ValueError(f"unknown box rule {self.box_rule!r}; choose from {metrics.BOX_RULES}")
         parse_map_class(self.map_class)
         eval_ops.normalize(torch.ones(1, 1, 1), self.norm)  # validates the spec
 
@@ -165,10 +171,46 @@ def evaluate_maxboxacc(model, dataset: WSOLDataset, settings: EvalSettings, batc
         _, maps = localization_maps(model, images.to(device), labels.to(device), settings.method,
                                     settings.map_class)
         largest, every = metrics.threshold_sweep_ious(eval_ops.normalize(maps, settings.norm),
-                                                      _ground_truth(dataset, indices), counts.thresholds)
+                                                      _ground_truth(dataset, indices), counts.thresholds,
+                                                      box_rule=settings.box_rule)
         counts.update(largest, every)
     _all_reduce_counts(counts)
     return {**counts.summary(), **_scored(int(counts.state["images"]), batches)}
+
+
+def _ground_truth_masks(dataset: WSOLDataset, indices, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(masks, ignore), each (B, S, S) bool on ``device``: samples ``indices`` read at the input size."""
+    pairs = [dataset.split.masks[int(i)].load(dataset.image_size) for i in indices]
+    return tuple(torch.from_numpy(np.stack(column)).to(device) for column in zip(*pairs))
+
+
+@torch.no_grad()
+def evaluate_masks(model, dataset: WSOLDataset, settings: EvalSettings, norms=None, batch_size: int = 64,
+                   device: str = "cpu", workers: int = 0, loader: str = "dali",
+                   skip_bad_images: bool = False) -> dict:
+    """Top-1/Top-5 classification and PxAP (%) on ``dataset``, a mask split under the
+    wsolevaluation transform; ``norms`` given: PxAP of each of these normalizations instead
+    (``pxap_by_norm``), from the same maps."""
+    model.eval().to(device)
+    sweep = norms is not None
+    norms = list(norms) if sweep else [settings.norm]
+    thresholds = metrics.default_thresholds(settings.sweep_step)
+    cls_counts = metrics.ClassificationCounts(dataset.split.num_classes)
+    pxap = {norm: metrics.PxAPCounts(thresholds) for norm in norms}
+    batches = make_loader(dataset, batch_size, loader=loader, workers=workers, device=device,
+                          skip_bad_images=skip_bad_images, **_shard())
+    for images, labels, indices in batches:
+        scores, maps = localization_maps(model, images.to(device), labels.to(device), settings.method,
+                                         settings.map_class)
+        masks, ignore = _ground_truth_masks(dataset, indices, maps.device)
+        for norm, counts in pxap.items():
+            counts.update(eval_ops.normalize(maps, norm), masks, ignore)
+        cls_counts.update(scores.cpu(), labels.cpu())
+    _all_reduce_counts(cls_counts, *pxap.values())
+    result = {**cls_counts.summary(), **_scored(int(cls_counts.state["images"].sum()), batches)}
+    if not sweep:
+        return {**result, **pxap[settings.norm].summary()}
+    return {**result, "pxap_by_norm": {norm: counts.summary()["pxap"] for norm, counts in pxap.items()}}
 
 
 def _scored(images: int, batches) -> dict:
@@ -180,21 +222,36 @@ def _scored(images: int, batches) -> dict:
 def evaluate(model, split, settings: EvalSettings, image_size: int = DataConfig.image_size, resize: int = DataConfig.resize,
              batch_size: int = 64, device: str = "cpu", workers: int = 0, loader: str = "dali",
              skip_bad_images: bool = False) -> dict:
-    """Run the protocol(s) of ``settings`` on ``split``; one flat dict of results, with the number
-    of ``images`` scored and the ``skipped`` ones (left out by the reader or the loader)."""
+    """Run the protocol(s) of ``settings`` on ``split`` (a mask split: ``evaluate_masks``); one flat
+    dict of results, with the number of ``images`` scored and the ``skipped`` ones (left out by the
+    reader or the loader)."""
     result = {"settings": asdict(settings)}
     skipped = [{"path": path, "problem": problem} for path, problem in split.skipped]
     options = dict(batch_size=batch_size, device=device, workers=workers, loader=loader,
                    skip_bad_images=skip_bad_images)
-    if settings.protocol in ("bas", "both"):
+    if split.masks is not None:
+        dataset = WSOLDataset(split, train=False, image_size=image_size, resize=resize, eval_protocol="wsolevaluation")
+        result.update(evaluate_masks(model, dataset, settings, **options))
+    if split.masks is None and settings.protocol in ("bas", "both"):
         dataset = WSOLDataset(split, train=False, image_size=image_size, resize=resize)
         result.update(evaluate_bas_protocol(model, dataset, settings, **options))
-    if settings.protocol in ("maxboxacc", "both"):
+    if split.masks is None and settings.protocol in ("maxboxacc", "both"):
         dataset = WSOLDataset(split, train=False, image_size=image_size, resize=resize,
                               eval_protocol="wsolevaluation")
         result.update(evaluate_maxboxacc(model, dataset, settings, **options))
     skipped += [row for row in result.pop("skipped") if row not in skipped]
     return {**result, "images_listed": result["images"] + len(skipped), "skipped": skipped}
+
+
+def normalization_sweep_on_masks(model, split, settings: EvalSettings, norms=SWEEP_NORMS,
+                                 image_size: int = DataConfig.image_size, resize: int = DataConfig.resize,
+                                 **options) -> list[dict]:
+    """PxAP (%) of every normalization on ``split`` (a mask validation split), one row each: PxAP
+    needs no threshold, so the sweep of a mask split chooses the normalization only.
+    ``options``: batch_size, device, workers, loader, skip_bad_images."""
+    dataset = WSOLDataset(split, train=False, image_size=image_size, resize=resize, eval_protocol="wsolevaluation")
+    result = evaluate_masks(model, dataset, settings, norms=norms, **options)
+    return [{"norm": norm, "pxap": value} for norm, value in result["pxap_by_norm"].items()]
 
 
 @torch.no_grad()
