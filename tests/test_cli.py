@@ -17,8 +17,8 @@ from wsol_fast.errors import UsageError, WsolFastError
 from wsol_fast.models import PretrainedMismatchError
 
 ROOT = Path(__file__).resolve().parent.parent
-LAUNCH = {"train": "train.py", "evaluate": "evaluate.py", "localize": "localize.py", "pretrain": "pretrain.py",
-          "probe": "probe_background.py", "demo": "demo.py"}
+LAUNCH = {"train": "train.py", "evaluate": "evaluate.py", "evaluate-maps": "evaluate_maps.py", "localize": "localize.py",
+          "pretrain": "pretrain.py", "probe": "probe_background.py", "demo": "demo.py"}
 
 
 @pytest.mark.parametrize("command", sorted(LAUNCH))

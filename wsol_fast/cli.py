@@ -4,13 +4,14 @@ import sys
 
 from .commands.demo import demo_main
 from .commands.evaluate import evaluate_main
+from .commands.evaluate_maps import evaluate_maps_main
 from .commands.localize import localize_main
 from .commands.pretrain import pretrain_main
 from .commands.probe import probe_main
 from .commands.train import train_main
 
-COMMANDS = {"train": train_main, "evaluate": evaluate_main, "localize": localize_main, "pretrain": pretrain_main,
-            "probe": probe_main, "demo": demo_main}
+COMMANDS = {"train": train_main, "evaluate": evaluate_main, "evaluate-maps": evaluate_maps_main,
+            "localize": localize_main, "pretrain": pretrain_main, "probe": probe_main, "demo": demo_main}
 
 
 def main(argv: list[str] | None = None) -> int:
