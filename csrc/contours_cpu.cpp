@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdlib>
+#include <memory>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -106,66 +107,111 @@ struct NeighbourTable {
 
 const NeighbourTable kNeighbours;
 
-// Union-find over frame pixels; each root holds its extent, its count of half squares (2 x
-// contour area), and is its component's first pixel in raster order (the smallest index).
+// Per set of added ring neighbours: the 4-neighbours among them (N, E, S, W), -1 terminated;
+// no two are 4-adjacent, so each may be a different component.
+struct FourNeighbourTable {
+  std::array<std::array<int8_t, 5>, 256> representatives{};
+
+  FourNeighbourTable() {
+    for (int mask = 0; mask < 256; ++mask) {
+      int n = 0;
+      for (const int k : {1, 3, 5, 7})
+        if (mask >> k & 1) representatives[mask][n++] = static_cast<int8_t>(k);
+      representatives[mask][n] = -1;
+    }
+  }
+};
+
+const FourNeighbourTable kFourNeighbours;
+
+// Union-find over components numbered densely as they are born (so that its records stay
+// small and cache-resident while pixels come out of raster order); each pixel keeps its
+// component's label. A root's record holds its extent, its count of half squares (2 x contour
+// area) and its first pixel in raster order.
 class Components {
  public:
-  explicit Components(const Frame& frame) : node_(frame.size()), member_(frame.size(), 0) {
+  explicit Components(const Frame& frame) : label_(new int32_t[frame.size()]) {
     for (int k = 0; k < 8; ++k) ring_[k] = kRing[k][0] * frame.stride + kRing[k][1];
+    record_.reserve(1024);
   }
 
-  bool member(int32_t i) const { return member_[i] != 0; }
-
-  // Bit k set: ring neighbour k of pixel i is a member.
-  int neighbours(int32_t i) const {
-    int mask = 0;
-    for (int k = 0; k < 8; ++k) mask |= member_[i + ring_[k]] << k;
-    return mask;
-  }
   int32_t ring(int k) const { return ring_[k]; }
 
-  void add(int32_t i, int32_t y, int32_t x) {
-    member_[i] = 1;
-    node_[i] = {i, 0, {x, y, x, y}};
-  }
-
-  bool is_root(int32_t i) const { return node_[i].parent == i; }
-
-  int32_t find(int32_t i) {
-    while (node_[i].parent != i) {
-      node_[i].parent = node_[node_[i].parent].parent;
-      i = node_[i].parent;
+  // Pixel i at image (y, x) joins root `root`, or starts a component when root < 0; returns the
+  // pixel's root and whether it is new.
+  std::pair<int32_t, bool> place(int32_t i, int32_t y, int32_t x, int32_t root) {
+    const bool born = root < 0;
+    if (born) {
+      root = static_cast<int32_t>(record_.size());
+      record_.push_back({root, 0, i, {x, y, x, y}});
+    } else {
+      Record& r = record_[root];
+      r.extent = {std::min(r.extent.x0, x), std::min(r.extent.y0, y), std::max(r.extent.x1, x),
+                  std::max(r.extent.y1, y)};
+      r.first = std::min(r.first, i);
     }
-    return i;
+    label_[i] = root;
+    return {root, born};
   }
 
-  // Joins the component of root a with that of pixel b; returns {surviving root, absorbed root
-  // or -1}. The smaller index survives.
+  // The root of the component of a placed pixel.
+  int32_t root_of(int32_t pixel) { return find(label_[pixel]); }
+
+  bool is_root(int32_t c) const { return record_[c].parent == c; }
+
+  int32_t find(int32_t c) {
+    while (record_[c].parent != c) {
+      record_[c].parent = record_[record_[c].parent].parent;
+      c = record_[c].parent;
+    }
+    return c;
+  }
+
+  // Joins roots a and b; returns {surviving root, absorbed root or -1}. The older survives.
   std::pair<int32_t, int32_t> unite(int32_t a, int32_t b) {
-    b = find(b);
     if (a == b) return {a, -1};
     if (b < a) std::swap(a, b);
-    Node& kept = node_[a];
-    const Node& gone = node_[b];
-    node_[b].parent = a;
+    Record& kept = record_[a];
+    const Record& gone = record_[b];
+    record_[b].parent = a;
     kept.extent = {std::min(kept.extent.x0, gone.extent.x0), std::min(kept.extent.y0, gone.extent.y0),
                    std::max(kept.extent.x1, gone.extent.x1), std::max(kept.extent.y1, gone.extent.y1)};
     kept.half_squares += gone.half_squares;
+    kept.first = std::min(kept.first, gone.first);
     return {a, b};
   }
 
-  const Extent& extent(int32_t root) const { return node_[root].extent; }
-  int64_t half_squares(int32_t root) const { return node_[root].half_squares; }
-  void add_half_squares(int32_t root, int32_t halves) { node_[root].half_squares += halves; }
+  // Places pixel i and joins it with the components of its added neighbours (one per group of
+  // `representatives`); absorbed roots are passed to `gone`. Returns the pixel's root and whether
+  // a component was born.
+  template <typename Gone>
+  std::pair<int32_t, bool> add(int32_t i, int32_t y, int32_t x, const int8_t* representatives, Gone&& gone) {
+    const int8_t* n = representatives;
+    const auto [root, born] = place(i, y, x, *n >= 0 ? root_of(i + ring_[*n++]) : -1);
+    int32_t joined = root;
+    for (; *n >= 0; ++n) {
+      const auto [kept, absorbed] = unite(joined, root_of(i + ring_[*n]));
+      if (absorbed >= 0) gone(absorbed);
+      joined = kept;
+    }
+    return {joined, born};
+  }
+
+  const Extent& extent(int32_t root) const { return record_[root].extent; }
+  int64_t half_squares(int32_t root) const { return record_[root].half_squares; }
+  int32_t first(int32_t root) const { return record_[root].first; }
+  void add_half_squares(int32_t root, int32_t halves) { record_[root].half_squares += halves; }
+  int32_t count() const { return static_cast<int32_t>(record_.size()); }
 
  private:
-  struct Node {
+  struct Record {
     int32_t parent;
     int32_t half_squares;
+    int32_t first;  // raster index of the first pixel
     Extent extent;
   };
-  std::vector<Node> node_;
-  std::vector<uint8_t> member_;
+  std::unique_ptr<int32_t[]> label_;  // written when a pixel is placed
+  std::vector<Record> record_;
   std::array<int32_t, 8> ring_{};
 };
 
@@ -220,6 +266,34 @@ ByLevel group_by_level(const std::vector<uint8_t>& level, const Frame& frame) {
   return grouped;
 }
 
+// Which ring neighbours (kRing bits) are already added when each pixel is, for pixels added by
+// descending key, in raster order within a key: an earlier neighbour in raster order (NW, N,
+// NE, W) with a key at least the pixel's, a later one (E, SE, S, SW) with a greater key. One
+// pass in raster order, so the sweeps never look their neighbours up. `key` holds `value` of
+// each image pixel (or 255 - value with `descending` false) and `padding` on the frame.
+std::vector<uint8_t> added_before(const std::vector<uint8_t>& value, const Frame& frame, bool descending,
+                                  int16_t padding) {
+  std::vector<int16_t> key(frame.size(), padding);
+  for (int32_t y = 0; y < frame.height; ++y)
+    for (int32_t x = 0; x < frame.width; ++x) {
+      const int32_t i = frame.index(y, x);
+      key[i] = descending ? value[i] : static_cast<int16_t>(kLevels - 1 - value[i]);
+    }
+  std::vector<uint8_t> mask(frame.size(), 0);
+  const int32_t s = frame.stride;
+  for (int32_t y = 0; y < frame.height; ++y) {
+    const int16_t* k = key.data() + frame.index(y, 0);
+    uint8_t* m = mask.data() + frame.index(y, 0);
+    for (int32_t x = 0; x < frame.width; ++x) {
+      const int16_t c = k[x];
+      m[x] = static_cast<uint8_t>((k[x - s - 1] >= c) | (k[x - s] >= c) << 1 | (k[x - s + 1] >= c) << 2 |
+                                  (k[x + 1] > c) << 3 | (k[x + s + 1] > c) << 4 | (k[x + s] > c) << 5 |
+                                  (k[x + s - 1] > c) << 6 | (k[x - 1] >= c) << 7);
+    }
+  }
+  return mask;
+}
+
 // fill(p): the lowest, over 4-paths from p to the padding, of the highest level on the path;
 // a priority flood from the image border with one bucket per level.
 std::vector<uint8_t> fill_levels(const std::vector<uint8_t>& level, const Frame& frame) {
@@ -259,40 +333,42 @@ void largest_contour_boxes(const std::vector<uint8_t>& level, const Frame& frame
                            std::array<std::array<int64_t, 4>, kThresholds>& boxes) {
   const std::vector<uint8_t> fill = fill_levels(level, frame);
   const ByLevel grouped = group_by_level(fill, frame);
+  const std::vector<uint8_t> before = added_before(fill, frame, true, -1);
   Components found(frame);
   const auto better = [&](int32_t a, int32_t b) {  // root a's contour is listed before b's
     return found.half_squares(a) > found.half_squares(b) ||
-           (found.half_squares(a) == found.half_squares(b) && a > b);
+           (found.half_squares(a) == found.half_squares(b) && found.first(a) > found.first(b));
   };
   // The best root so far. Only the root of the pixel just added changes, and keys only grow,
-  // but for one case: the best merges with no area gained (its first pixel moves earlier); then
-  // every root is looked at again at the next recorded threshold.
-  int32_t best = -1;
+  // but for one case: the best merges with no area gained and its first pixel moves earlier;
+  // then every root is looked at again at the next recorded threshold.
+  int32_t best = -1, best_first = -1;
+  int64_t best_half_squares = -1;
   bool rescan = false;
-  std::vector<int32_t> roots;  // every root, and roots absorbed since the last rescan
   boxes[kLevels] = {0, 0, 0, 0};  // threshold 255: nothing is above it
   for (int v = kLevels - 1; v >= 0; --v) {
     for (int32_t k = grouped.start[v]; k < grouped.start[v + 1]; ++k) {
       const int32_t i = grouped.order[k];
-      const int mask = found.neighbours(i);
-      found.add(i, grouped.row[k], grouped.column[k]);
-      roots.push_back(i);
-      int32_t root = i;
-      for (const int8_t* n = kNeighbours.representatives[mask].data(); *n >= 0; ++n)
-        root = found.unite(root, i + found.ring(*n)).first;
-      // The squares with a corner at i that now have 3 or 4 member corners: half a square each.
+      const int mask = before[i];
+      const int32_t root = found.add(i, grouped.row[k], grouped.column[k], kNeighbours.representatives[mask].data(),
+                                     [](int32_t) {}).first;
+      // The squares with a corner at i that now have 3 or 4 added corners: half a square each.
       found.add_half_squares(root, kNeighbours.filled_squares[mask]);
-      if (best >= 0 && !found.is_root(best)) {  // absorbed into root; it keeps its last count
-        rescan = rescan || found.half_squares(root) == found.half_squares(best);
+      if (best >= 0 && found.find(best) == root) {  // the best grew, merged, or both
+        rescan = rescan || (found.half_squares(root) == best_half_squares && found.first(root) < best_first);
+        best = root;
+      } else if (best < 0 || better(root, best)) {
         best = root;
       }
-      if (best < 0 || better(root, best)) best = root;
+      best_half_squares = found.half_squares(best);
+      best_first = found.first(best);
     }
     if (!needed[v]) continue;  // threshold v - 1
-    if (rescan) {  // dropping the roots absorbed since the last look
-      std::erase_if(roots, [&](int32_t i) { return !found.is_root(i); });
-      for (const int32_t i : roots)
-        if (better(i, best)) best = i;
+    if (rescan) {
+      for (int32_t c = 0; c < found.count(); ++c)
+        if (found.is_root(c) && better(c, best)) best = c;
+      best_half_squares = found.half_squares(best);
+      best_first = found.first(best);
       rescan = false;
     }
     boxes[v] = best >= 0 ? contour_box(found.extent(best), frame) : std::array<int64_t, 4>{0, 0, 0, 0};
@@ -331,6 +407,7 @@ void outer_contour_ious(const std::vector<uint8_t>& level, const Frame& frame, c
                         int64_t count, const std::array<bool, kThresholds>& needed,
                         std::array<double, kThresholds>& best, std::array<bool, kThresholds>& any) {
   const ByLevel grouped = group_by_level(level, frame);
+  const std::vector<uint8_t> before = added_before(level, frame, true, -1);
   Components found(frame);
   RootSet alive(frame.size());
   RootIoU cache(frame.size(), truth, count);
@@ -339,15 +416,10 @@ void outer_contour_ious(const std::vector<uint8_t>& level, const Frame& frame, c
   for (int v = kLevels - 1; v >= 0; --v) {
     for (int32_t k = grouped.start[v]; k < grouped.start[v + 1]; ++k) {
       const int32_t i = grouped.order[k];
-      const int mask = found.neighbours(i);
-      found.add(i, grouped.row[k], grouped.column[k]);
-      alive.insert(i);
-      int32_t root = i;
-      for (const int8_t* n = kNeighbours.representatives[mask].data(); *n >= 0; ++n) {
-        const auto [joined, absorbed] = found.unite(root, i + found.ring(*n));
-        if (absorbed >= 0) alive.erase(absorbed);
-        root = joined;
-      }
+      const auto [root, born] = found.add(i, grouped.row[k], grouped.column[k],
+                                          kNeighbours.representatives[before[i]].data(),
+                                          [&](int32_t absorbed) { alive.erase(absorbed); });
+      if (born) alive.insert(root);
       cache.mark(root);
     }
     if (!needed[v]) continue;
@@ -364,28 +436,20 @@ void hole_contour_ious(const std::vector<uint8_t>& level, const Frame& frame, co
                        int64_t count, const std::array<bool, kThresholds>& needed,
                        std::array<double, kThresholds>& best) {
   const ByLevel grouped = group_by_level(level, frame);
+  const std::vector<uint8_t> before = added_before(level, frame, false, kLevels);  // the padding first
   Components found(frame);
   RootSet alive(frame.size());
   RootIoU cache(frame.size(), truth, count);
-  // The padding is one component, never alive: its root is pixel 0, the smallest index, so it
-  // absorbs every hole that reaches it.
-  for (const int32_t i : frame.padding()) {
-    found.add(i, -1, -1);
-    found.unite(0, i);  // pixel 0 is its own root throughout
-  }
+  // The padding is one component, never alive: the oldest, so it absorbs every hole reaching it.
+  for (const int32_t i : frame.padding()) found.place(i, -1, -1, i == 0 ? -1 : 0);  // component 0
   best[0] = 0.0;  // threshold -1: no background
   for (int v = 0; v < kLevels; ++v) {
     for (int32_t k = grouped.start[v]; k < grouped.start[v + 1]; ++k) {
       const int32_t i = grouped.order[k];
-      found.add(i, grouped.row[k], grouped.column[k]);
-      alive.insert(i);
-      int32_t root = i;
-      for (const int32_t d : frame.four()) {
-        if (!found.member(i + d)) continue;
-        const auto [joined, absorbed] = found.unite(root, i + d);
-        if (absorbed >= 0) alive.erase(absorbed);
-        root = joined;
-      }
+      const auto [root, born] = found.add(i, grouped.row[k], grouped.column[k],
+                                          kFourNeighbours.representatives[before[i]].data(),
+                                          [&](int32_t absorbed) { alive.erase(absorbed); });
+      if (born) alive.insert(root);
       cache.mark(root);
     }
     if (!needed[v + 1]) continue;  // threshold v

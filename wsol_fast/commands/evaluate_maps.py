@@ -60,9 +60,10 @@ def evaluate_maps_parser() -> argparse.ArgumentParser:
     parser.add_argument("--predictions", type=Path,
                         help="lines ID,LABEL or ID,L1 L2 L3 L4 L5 (0-based, best first): adds classification "
                              "and Top-1/Top-5 Loc at the MaxBoxAcc-best threshold")
-    parser.add_argument("--box-rule", choices=metrics.BOX_RULES, default=metrics.BOX_RULES[0],
-                        help="box of a thresholded map: component (8-connected components, the fast path) or "
-                             "contour (wsolevaluation's cv2.findContours, exactly)")
+    parser.add_argument("--box-rule", choices=metrics.BOX_RULES, default=EvalSettings.box_rule,
+                        help="box of a thresholded map: component (the largest 8-connected component by pixels, "
+                             "this project's rule) or contour (wsolevaluation's cv2.findContours rule exactly: "
+                             "for numbers comparable with published ones)")
     parser.add_argument("--step", type=threshold_step, default=EvalSettings.sweep_step,
                         help="map threshold spacing of the sweep (0.01 or 0.001)")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="maps per sweep batch")
