@@ -181,10 +181,21 @@ def test_load_split_cub_and_errors(tmp_path, tiny_synthetic_root):
 
 
 @pytest.mark.parametrize("device, pinned", [("cpu", False), ("cuda", True), ("cuda:1", True)])
-def test_torch_loader_pins_batches_for_a_gpu(train_split, device, pinned):
+def test_torch_loader_pins_batches_for_a_gpu(train_split, device, pinned, monkeypatch):
     dataset = WSOLDataset(train_split, train=False, image_size=32, resize=37)
     loader = make_loader(dataset, 4, loader="torch", workers=0, device=device)
-    assert loader.pin_memory is pinned and loader.pixels_to_device is pinned
+    assert loader.pixels_to_device is pinned
+    seen = {}
+
+    class Recording:  # the DataLoader's options, without loading
+        def __init__(self, *args, **options):
+            seen.update(options)
+
+        def __iter__(self):
+            return iter(())
+
+    monkeypatch.setattr(datasets, "DataLoader", Recording)
+    assert list(loader) == [] and seen["pin_memory"] is pinned
 
 
 @pytest.mark.parametrize("device", DEVICES)

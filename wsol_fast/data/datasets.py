@@ -339,7 +339,7 @@ class TorchLoader(SampleLoader):
         super().__init__(dataset, batch_size, **options)
         self.workers = workers
         self.device = torch.device(device)
-        self.pin_memory = self.pixels_to_device = self.device.type == "cuda"
+        self.pixels_to_device = self.device.type == "cuda"  # uint8 batches, normalized after the copy
 
     def __str__(self) -> str:
         return f"torch DataLoader, {self.workers} worker processes"
@@ -348,7 +348,7 @@ class TorchLoader(SampleLoader):
         source = SkippingDataset(self.dataset) if self.skip_bad_images else self.dataset
         loader = DataLoader(source, batch_size=self.batch_size, sampler=self.epoch_indices().tolist(),
                             num_workers=self.workers, drop_last=self.drop_last, persistent_workers=False,
-                            pin_memory=self.pin_memory,
+                            pin_memory=self.pixels_to_device and self.device.type == "cuda",
                             collate_fn=partial(collate_skipping if self.skip_bad_images else collate,
                                                channels_last=self.channels_last,
                                                normalize=not self.pixels_to_device))
