@@ -8,7 +8,7 @@ import torch
 
 from wsol_fast.metrics import PxAPCounts, default_thresholds
 from wsol_fast.ops import eval_reference as reference
-from wsol_fast.ops import evaluation, ext
+from wsol_fast.ops import checks, evaluation, ext
 
 pytestmark = pytest.mark.extension
 
@@ -30,7 +30,7 @@ def test_the_extension_is_built_here():
 
 def special_values(thresholds) -> torch.Tensor:
     """float64 values on and next to every edge, and beyond the edges on both sides."""
-    edges = reference.pxap_edges(thresholds)
+    edges = checks.pxap_edges(thresholds)
     around = torch.cat([edges, torch.nextafter(edges, torch.tensor(-np.inf, dtype=torch.float64)),
                         torch.nextafter(edges, torch.tensor(np.inf, dtype=torch.float64))])
     beyond = torch.tensor([0.0, -0.0, 1.0, 2.0, 3.0, 3.5, -0.25, 1e-30], dtype=torch.float64)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .ops import eval_reference, evaluation, ext
-from .ops.checks import check_maps
+from .ops.checks import check_maps, pxap_edges
 from .ops.registry import FastPath, Op
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
@@ -366,7 +366,7 @@ class PxAPCounts(_Counts):
     def __init__(self, thresholds=None, device="cpu"):
         levels = default_thresholds() if thresholds is None else thresholds
         self.thresholds = torch.as_tensor(levels, dtype=torch.float64).flatten()
-        bins = eval_reference.pxap_edges(self.thresholds).numel() - 1  # checks the thresholds
+        bins = pxap_edges(self.thresholds).numel() - 1  # checks the thresholds
         self.state = {name: torch.zeros(bins, dtype=torch.int64, device=device)
                       for name in ("mask_hist", "other_hist")}
 

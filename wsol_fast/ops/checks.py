@@ -41,3 +41,31 @@ def empty_is_full(empty: str) -> bool:
     if empty not in EMPTY_BOXES:
         raise ValueError(f"empty={empty!r}: expected 'full' (whole image) or 'zero' ([0, 0, 0, 0])")
     return empty == "full"
+
+
+PXAP_TOP_EDGES = (1.0, 2.0, 3.0)  # wsolevaluation's edges after the map thresholds
+
+
+def pxap_edges(thresholds) -> torch.Tensor:
+    """Map thresholds (T,) -> PxAP bin edges (T + 3,) float64: the thresholds as given (not
+    rounded to the maps' dtype: numpy compares the values against float64 edges), then 1, 2, 3.
+    The edges must not descend (numpy.histogram's rule), so the thresholds ascend and are <= 1."""
+    levels = as_thresholds(thresholds)
+    edges = torch.cat([levels, torch.tensor(PXAP_TOP_EDGES, dtype=torch.float64)])
+    if not bool((edges[1:] >= edges[:-1]).all()):
+        raise ValueError(f"thresholds: must ascend and stay <= 1.0 (bin edges of numpy.histogram, "
+                         f"followed by 1, 2, 3), got {levels.tolist()}")
+    return edges
+
+
+def check_pixel_masks(maps: torch.Tensor, masks, ignore) -> None:
+    """Raise ValueError unless ``masks`` (and ``ignore`` unless None) are bool tensors of the
+    maps' shape on their device."""
+    named = [("masks", masks)] + ([] if ignore is None else [("ignore", ignore)])
+    for name, value in named:
+        if (not isinstance(value, torch.Tensor) or value.dtype != torch.bool
+                or value.shape != maps.shape or value.device != maps.device):
+            described = (f"{value.dtype} tensor of shape {tuple(value.shape)} on {value.device}"
+                         if isinstance(value, torch.Tensor) else type(value).__name__)
+            raise ValueError(f"{name}: expected a bool tensor of the maps' shape {tuple(maps.shape)} "
+                             f"on {maps.device}, got a {described}")

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from .checks import as_thresholds, check_maps, check_percent, empty_is_full
+from .checks import as_thresholds, check_maps, check_percent, check_pixel_masks, empty_is_full, pxap_edges
 from .quantize import wsolevaluation_levels
 
 NORMALIZATION_SPECS = ("minmax", "max", "percentile:P", "pas", "pas:P", "ivr:P")
@@ -407,34 +407,6 @@ def all_contour_boxes(maps: torch.Tensor, threshold: float) -> list[torch.Tensor
     return result
 
 # ---- PxAP histograms (wsolevaluation's MaskEvaluator) ----
-
-PXAP_TOP_EDGES = (1.0, 2.0, 3.0)  # wsolevaluation's edges after the map thresholds
-
-
-def pxap_edges(thresholds) -> torch.Tensor:
-    """Map thresholds (T,) -> PxAP bin edges (T + 3,) float64: the thresholds as given (not
-    rounded to the maps' dtype: numpy compares the values against float64 edges), then 1, 2, 3.
-    The edges must not descend (numpy.histogram's rule), so the thresholds ascend and are <= 1."""
-    levels = as_thresholds(thresholds)
-    edges = torch.cat([levels, torch.tensor(PXAP_TOP_EDGES, dtype=torch.float64)])
-    if not bool((edges[1:] >= edges[:-1]).all()):
-        raise ValueError(f"thresholds: must ascend and stay <= 1.0 (bin edges of numpy.histogram, "
-                         f"followed by 1, 2, 3), got {levels.tolist()}")
-    return edges
-
-
-def check_pixel_masks(maps: torch.Tensor, masks, ignore) -> None:
-    """Raise ValueError unless ``masks`` (and ``ignore`` unless None) are bool tensors of the
-    maps' shape on their device."""
-    named = [("masks", masks)] + ([] if ignore is None else [("ignore", ignore)])
-    for name, value in named:
-        if (not isinstance(value, torch.Tensor) or value.dtype != torch.bool
-                or value.shape != maps.shape or value.device != maps.device):
-            described = (f"{value.dtype} tensor of shape {tuple(value.shape)} on {value.device}"
-                         if isinstance(value, torch.Tensor) else type(value).__name__)
-            raise ValueError(f"{name}: expected a bool tensor of the maps' shape {tuple(maps.shape)} "
-                             f"on {maps.device}, got a {described}")
-
 
 def pxap_histograms(maps: torch.Tensor, masks: torch.Tensor, ignore: torch.Tensor | None,
                     thresholds) -> tuple[torch.Tensor, torch.Tensor]:

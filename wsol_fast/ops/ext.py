@@ -7,8 +7,7 @@ MaxBoxAccV2; PxAP's histograms). Maps are ``(B, H, W)`` float32/float16/bfloat16
 """
 import torch
 
-from .checks import as_thresholds, check_maps, check_percent, empty_is_full
-from .eval_reference import check_pixel_masks, pxap_edges
+from .checks import as_thresholds, check_maps, check_percent, check_pixel_masks, empty_is_full, pxap_edges
 from .quantize import wsolevaluation_levels
 
 try:
@@ -127,7 +126,7 @@ def pxap_histograms(maps: torch.Tensor, masks: torch.Tensor, ignore: torch.Tenso
                     thresholds) -> tuple[torch.Tensor, torch.Tensor]:
     """numpy.histogram of each map's values at its mask pixels and at its other pixels (pixels
     of ``ignore`` outside the mask in neither) over the edges t_0, ..., t_{T-1}, 1, 2, 3
-    (``eval_reference.pxap_edges``), every threshold in one pass, values compared in float64.
+    (``checks.pxap_edges``), every threshold in one pass, values compared in float64.
     maps (B, H, W) float, masks and ignore (B, H, W) bool (ignore may be None), thresholds (T,)
     -> (mask histograms, other histograms), each (B, T + 2) int64."""
     _require_extension()
