@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from wsol_fast.checkpoint import atomic_save
-from wsol_fast.cli import main
+from wsol_fast.cli import COMMANDS, main
 from wsol_fast.commands.train import train_config, train_parser
 from wsol_fast.data import load_rgb, resize_only_transform
 from wsol_fast.engine.evaluate import localization_maps
@@ -225,7 +225,8 @@ def test_console_script_routes_commands(tmp_path, tiny_synthetic_root, images, c
     assert main(["localize", "--checkpoint", str(checkpoint), str(images / "bird.jpg"), "--out",
                  str(tmp_path / "out"), "--workers", "0"]) == 0
     assert (tmp_path / "out/overlays/bird.png").is_file()
-    assert main(["--help"]) == 0 and "train,evaluate,localize" in capsys.readouterr().out
+    assert main(["--help"]) == 0 and "{" + ",".join(COMMANDS) + "}" in capsys.readouterr().out
+    assert "evaluate-maps" in COMMANDS
     assert main([]) == 2 and main(["fly"]) == 2
     assert "unknown command 'fly'" in capsys.readouterr().err
 
