@@ -309,8 +309,9 @@ std::vector<uint8_t> fill_levels(const std::vector<uint8_t>& level, const Frame&
     (tail[v] < 0 ? head[v] : next[tail[v]]) = i;
     tail[v] = i;
   };
-  for (const int32_t i : frame.padding()) reached[i] = 1;
-  for (const int32_t p : frame.padding())
+  const std::vector<int32_t> padding = frame.padding();
+  for (const int32_t i : padding) reached[i] = 1;
+  for (const int32_t p : padding)
     for (const int32_t d : frame.four()) {
       const int32_t i = p + d;
       if (i >= 0 && i < frame.size() && !reached[i]) push(i, level[i]);
@@ -402,17 +403,16 @@ class RootIoU {
   int64_t count_;
 };
 
-// Best IoU over every outer contour (foreground components of level > t) at every threshold.
-void outer_contour_ious(const std::vector<uint8_t>& level, const Frame& frame, const double* truth,
-                        int64_t count, const std::array<bool, kThresholds>& needed,
-                        std::array<double, kThresholds>& best, std::array<bool, kThresholds>& any) {
-  const ByLevel grouped = group_by_level(level, frame);
+// Best IoU over every outer contour (foreground components of level > t) at every threshold;
+// `grouped`: the pixels by level.
+void outer_contour_ious(const std::vector<uint8_t>& level, const ByLevel& grouped, const Frame& frame,
+                        const double* truth, int64_t count, const std::array<bool, kThresholds>& needed,
+                        std::array<double, kThresholds>& best) {
   const std::vector<uint8_t> before = added_before(level, frame, true, -1);
   Components found(frame);
   RootSet alive(frame.size());
   RootIoU cache(frame.size(), truth, count);
   best[kLevels] = 0.0;
-  any[kLevels] = false;
   for (int v = kLevels - 1; v >= 0; --v) {
     for (int32_t k = grouped.start[v]; k < grouped.start[v + 1]; ++k) {
       const int32_t i = grouped.order[k];
@@ -426,16 +426,15 @@ void outer_contour_ious(const std::vector<uint8_t>& level, const Frame& frame, c
     double top = 0.0;
     for (const int32_t root : alive.roots()) top = std::max(top, cache.get(root, contour_box(found.extent(root), frame)));
     best[v] = top;
-    any[v] = !alive.roots().empty();
   }
 }
 
 // Best IoU over every hole contour (background components of level <= t not reaching the
-// padding; a hole's border is one pixel outside it) at every threshold.
-void hole_contour_ious(const std::vector<uint8_t>& level, const Frame& frame, const double* truth,
-                       int64_t count, const std::array<bool, kThresholds>& needed,
+// padding; a hole's border is one pixel outside it) at every threshold; `grouped`: the pixels by
+// level.
+void hole_contour_ious(const std::vector<uint8_t>& level, const ByLevel& grouped, const Frame& frame,
+                       const double* truth, int64_t count, const std::array<bool, kThresholds>& needed,
                        std::array<double, kThresholds>& best) {
-  const ByLevel grouped = group_by_level(level, frame);
   const std::vector<uint8_t> before = added_before(level, frame, false, kLevels);  // the padding first
   Components found(frame);
   RootSet alive(frame.size());
@@ -498,14 +497,18 @@ std::tuple<at::Tensor, at::Tensor> contour_sweep_cpu(const at::Tensor& levels, c
       if (!with_iou) continue;
       const double* truth = gt_boxes.const_data_ptr<double>() + b * gt_boxes.size(1) * 4;
       const int64_t truth_count = gt_counts.const_data_ptr<int64_t>()[b];
+      const ByLevel grouped = group_by_level(level, frame);
       std::array<double, kThresholds> outer{}, holes{};
-      std::array<bool, kThresholds> any{};
-      outer_contour_ious(level, frame, truth, truth_count, needed, outer, any);
-      hole_contour_ious(level, frame, truth, truth_count, needed, holes);
+      outer_contour_ious(level, grouped, frame, truth, truth_count, needed, outer);
+      hole_contour_ious(level, grouped, frame, truth, truth_count, needed, holes);
+      // No contour at all (nothing above the threshold, index threshold + 1 > the highest level)
+      // counts as the box [0, 0, 0, 0].
+      int highest = kLevels - 1;
+      while (highest > 0 && grouped.start[highest] == grouped.start[highest + 1]) --highest;
       const double nothing = iou_of({0, 0, 0, 0}, truth, truth_count);
       for (int64_t t = 0; t < steps; ++t) {
         const int s = slot[t];
-        iou_data[b * steps + t] = any[s] ? std::max(outer[s], holes[s]) : nothing;
+        iou_data[b * steps + t] = s <= highest ? std::max(outer[s], holes[s]) : nothing;
       }
     }
   });
