@@ -30,7 +30,7 @@ import torch
 
 from .. import metrics
 from ..argtypes import threshold_step
-from ..data import WSOLSplit, read_wsolevaluation, resize_boxes
+from ..data import WSOLSplit, load_masks, read_wsolevaluation, resize_boxes
 from ..data.annotations import annotation_error, numbered_lines
 from ..engine.evaluate import EvalSettings
 from ..engine.progress import console, make_progress, print_message, results_table
@@ -254,8 +254,8 @@ class MaskScores:
         if height != width:
             raise WsolFastError(f"map of image {self.image_ids[indices[0]]}: {height}x{width}, but a mask split "
                                 "needs square maps (the masks are resized to them)")
-        masks, ignores = zip(*(self.split.masks[i].load(height) for i in indices))
-        self.counts.update(maps, *(torch.from_numpy(np.stack(m)).to(maps.device) for m in (masks, ignores)))
+        masks, ignore = load_masks([self.split.masks[i] for i in indices], height)
+        self.counts.update(maps, torch.from_numpy(masks).to(maps.device), torch.from_numpy(ignore).to(maps.device))
 
     def summary(self) -> dict:
         return self.counts.summary()

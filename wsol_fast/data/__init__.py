@@ -22,7 +22,7 @@ from .datasets import (
 from .imagenet import UNKNOWN_SIZE, read_imagenet
 from .images import load_rgb
 from .loaders import make_loader
-from .masks import MaskFiles
+from .masks import MaskFiles, load_masks
 from .records import AnnotationError, ImageReadError, WSOLSplit, hold_out
 from .splits import load_data_split, load_split, synthetic_spec
 from .synthetic import MARKER_NAME, SyntheticSpec, generate_synthetic, render_sample
@@ -47,6 +47,7 @@ __all__ = [
     "IMAGENET_STD",
     "MARKER_NAME",
     "MaskFiles",
+    "load_masks",
     "AnnotationError",
     "ImageReadError",
     "SPLITS",

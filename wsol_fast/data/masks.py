@@ -58,3 +58,9 @@ class MaskFiles:
         for path in self.ignores:
             ignore |= read_mask_png(path, size, self.where)
         return mask, ignore & ~mask
+
+
+def load_masks(files: list[MaskFiles], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(masks, ignore), each (B, size, size) bool: ``MaskFiles.load`` of each of the B images."""
+    pairs = [mask_files.load(size) for mask_files in files]
+    return np.stack([mask for mask, _ in pairs]), np.stack([ignore for _, ignore in pairs])

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .. import collectives, metrics
 from ..config import METHODS, DataConfig
-from ..data import TenCropDataset, WSOLDataset, make_loader
+from ..data import TenCropDataset, WSOLDataset, load_masks, make_loader
 from ..ops import evaluation as eval_ops
 from . import distributed
 
@@ -180,8 +180,8 @@ def evaluate_maxboxacc(model, dataset: WSOLDataset, settings: EvalSettings, batc
 
 def _ground_truth_masks(dataset: WSOLDataset, indices, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(masks, ignore), each (B, S, S) bool on ``device``: samples ``indices`` read at the input size."""
-    pairs = [dataset.split.masks[int(i)].load(dataset.image_size) for i in indices]
-    return tuple(torch.from_numpy(np.stack(column)).to(device) for column in zip(*pairs))
+    masks, ignore = load_masks([dataset.split.masks[int(i)] for i in indices], dataset.image_size)
+    return torch.from_numpy(masks).to(device), torch.from_numpy(ignore).to(device)
 
 
 @torch.no_grad()
@@ -232,13 +232,14 @@ def evaluate(model, split, settings: EvalSettings, image_size: int = DataConfig.
     if split.masks is not None:
         dataset = WSOLDataset(split, train=False, image_size=image_size, resize=resize, eval_protocol="wsolevaluation")
         result.update(evaluate_masks(model, dataset, settings, **options))
-    if split.masks is None and settings.protocol in ("bas", "both"):
-        dataset = WSOLDataset(split, train=False, image_size=image_size, resize=resize)
-        result.update(evaluate_bas_protocol(model, dataset, settings, **options))
-    if split.masks is None and settings.protocol in ("maxboxacc", "both"):
-        dataset = WSOLDataset(split, train=False, image_size=image_size, resize=resize,
-                              eval_protocol="wsolevaluation")
-        result.update(evaluate_maxboxacc(model, dataset, settings, **options))
+    else:
+        if settings.protocol in ("bas", "both"):
+            dataset = WSOLDataset(split, train=False, image_size=image_size, resize=resize)
+            result.update(evaluate_bas_protocol(model, dataset, settings, **options))
+        if settings.protocol in ("maxboxacc", "both"):
+            dataset = WSOLDataset(split, train=False, image_size=image_size, resize=resize,
+                                  eval_protocol="wsolevaluation")
+            result.update(evaluate_maxboxacc(model, dataset, settings, **options))
     skipped += [row for row in result.pop("skipped") if row not in skipped]
     return {**result, "images_listed": result["images"] + len(skipped), "skipped": skipped}
 

@@ -327,7 +327,6 @@ def all_component_boxes(maps: torch.Tensor, threshold: float) -> list[torch.Tens
     return list(torch.split(found.box, per_map.tolist()))
 
 
-
 # ---- wsolevaluation's contour rule (cv2.findContours RETR_TREE, the largest by contourArea) ----
 
 def _framed(levels: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
@@ -348,9 +347,9 @@ def _largest_contour_box(foreground: torch.Tensor) -> list[int]:
     corners inside it once and those with 3 once half; the largest contour encloses an
     8-connected component of ``_not_outside`` (csrc/contours_cpu.cpp says why)."""
     enclosed = _not_outside(foreground.unsqueeze(0))
-    labels = connected_components(enclosed)[0]
     if not bool(enclosed.any()):
         return [0, 0, 0, 0]
+    labels = connected_components(enclosed)[0]
     corners = torch.stack([labels[:-1, :-1], labels[:-1, 1:], labels[1:, :-1], labels[1:, 1:]])
     inside = (corners > 0).sum(dim=0)
     halves = (inside >= 3).long() + (inside == 4).long()
@@ -405,6 +404,7 @@ def all_contour_boxes(maps: torch.Tensor, threshold: float) -> list[torch.Tensor
         result.append(torch.tensor([_contour_box(*span, foreground.shape[1:]) for span in spans.tolist()],
                                    dtype=torch.int64).reshape(-1, 4))
     return result
+
 
 # ---- PxAP histograms (wsolevaluation's MaskEvaluator) ----
 

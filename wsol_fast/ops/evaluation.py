@@ -18,11 +18,11 @@ def extension_unavailable(maps: torch.Tensor, forced: bool) -> str | None:
             "FORCE_CUDA=1 for CUDA)")
 
 
-
 def extension_unbuilt(tensor: torch.Tensor, forced: bool) -> str | None:
     """Why the extension cannot serve an op that it runs on the CPU for tensors of any device
     (None: it can)."""
     return None if ext.available() else "wsol_fast._C is not built (pip install --no-build-isolation -e .)"
+
 
 def extension(function) -> FastPath:
     """The fast path of the extension's ``function`` (looked up in ``ext`` at each call)."""

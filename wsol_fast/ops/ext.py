@@ -93,6 +93,7 @@ def contour_sweep(maps: torch.Tensor, thresholds, gt_boxes=None, gt_counts=None)
     truth, counts = _ground_truth(gt_boxes, gt_counts, maps.shape[0], torch.device("cpu"))
     return _C.contour_sweep(levels, steps, truth, counts)
 
+
 def percentile_max_normalize(maps: torch.Tensor, p: float = 99.0) -> torch.Tensor:
     """clamp(M / P_p(M), 0, 1) per map, P_p = numpy.percentile's "linear" p-th percentile
     (p in [0, 100]); a map whose percentile is <= 0 gives 1 where M > 0, else 0.
