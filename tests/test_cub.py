@@ -82,7 +82,7 @@ MALFORMED = [
     ("image_class_labels.txt", 3, "3 4", "class id 4 out of range 1..3"),
     ("image_class_labels.txt", 3, "3 0", "class id 0 out of range 1..3"),
     ("image_class_labels.txt", 3, "99 1", "unknown image id 99"),
-    ("image_class_labels.txt", 3, "2 1", "duplicate image id 2"),
+    ("image_class_labels.txt", 3, "2 1", "duplicate line for image id 2"),
     ("train_test_split.txt", 4, "4 2", "is_train must be 0 or 1"),
     ("train_test_split.txt", 4, "4.0 1", "image id is not an integer"),
     ("bounding_boxes.txt", 5, "5 10 10 25", "expected 5 fields, found 4"),

@@ -115,7 +115,7 @@ MALFORMED = [
     ("class_labels.txt", 1, REL2, "expected 2 comma-separated fields, found 1"),
     ("class_labels.txt", 1, f"{REL2},one", "label is not an integer ('one')"),
     ("class_labels.txt", 1, f"{REL2},-1", "label must be >= 0, found -1"),
-    ("class_labels.txt", 3, f"{REL2},1", f"duplicate line for {REL2!r}"),
+    ("class_labels.txt", 3, f"{REL2},1", f"duplicate line for image path {REL2!r}"),
     ("image_sizes.txt", 1, f"{REL0},21", "expected 3 comma-separated fields, found 2"),
     ("image_sizes.txt", 1, f"{REL0},21,1.5", "width and height are not integers ('21,1.5')"),
     ("image_sizes.txt", 2, f"{REL1},0,25", "width and height must be positive, found 0 25"),
@@ -144,7 +144,7 @@ def test_missing_entries_are_named(tree, name):
     path = metadata / name
     lines = [line for line in path.read_text().splitlines() if not line.startswith(REL1)]
     path.write_text("\n".join(lines) + "\n")
-    expected = f"{path}: no line for 1 image(s) listed in image_ids.txt, e.g. [{REL1!r}]"
+    expected = f"{path}: no line for 1 image path(s) listed in image_ids.txt, e.g. [{REL1!r}]"
     with pytest.raises(AnnotationError, match=re.escape(expected)):
         read_wsolevaluation(metadata, image_root)
 

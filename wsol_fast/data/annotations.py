@@ -1,17 +1,22 @@
 """Reading annotation text, shared by every reader (CUB, ImageNet, wsolevaluation, localize's
 ``--annotations`` and ``--class-names``): non-blank numbered lines, errors that name file and
-line, the two box layouts (corners ``x0 y0 x1 y1``; CUB's ``x y w h``) and class-name files."""
+line, per-image tables (CUB's whitespace ``id value...``, wsolevaluation's ``path,value,...``),
+the two box layouts (corners ``x0 y0 x1 y1``; CUB's ``x y w h``) and class-name files."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from .records import AnnotationError
 
 Fail = Callable[[str], AnnotationError]  # what is wrong -> the error for the current line
+
+T = TypeVar("T")
 
 
 def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -28,6 +33,60 @@ def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
 def annotation_error(path: Path, lineno: int, what: str, line: str) -> AnnotationError:
     """The error for line ``lineno`` (1-based) of ``path`` saying ``what`` is wrong with it."""
     return AnnotationError(f"{path}:{lineno}: {what}: {line!r}")
+
+
+def _text_key(text: str, fail: Fail) -> str:
+    return text
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The images a per-image table must cover: their ``keys`` in listing order, read from the
+    file ``name``; a key is called ``noun`` in errors and read from a line's first field by
+    ``key_of(text, fail)``. ``comma_separated``: lines split at the last commas (the key, an
+    image path, may hold commas) and each field is stripped; else at whitespace, into exactly
+    the fields."""
+
+    keys: Collection[Hashable]
+    name: str
+    noun: str
+    key_of: Callable[[str, Fail], Hashable] = _text_key
+    comma_separated: bool = False
+
+
+def read_per_image(
+    path: Path, listing: Listing, value_count: int, parse_values: Callable[[list[str], Fail], T],
+    several_per_image: bool = False, with_lines: bool = False,
+) -> dict[Hashable, list[T]]:
+    """Key -> its parsed values, one list entry per line of ``path`` (with ``with_lines``,
+    ``(lineno, values)`` pairs); each line holds a key and ``value_count`` values, which
+    ``parse_values(fields, fail)`` converts.
+
+    Every image of ``listing`` needs a line (exactly one unless ``several_per_image``) and every
+    line an image of ``listing``.
+    """
+    layout = "comma-separated " if listing.comma_separated else ""
+    table: dict[Hashable, list[T]] = {}
+    for lineno, line in numbered_lines(path):
+        def fail(what: str, lineno: int = lineno, line: str = line) -> AnnotationError:
+            return annotation_error(path, lineno, what, line)
+
+        fields = ([field.strip() for field in line.rsplit(",", value_count)] if listing.comma_separated
+                  else line.split())
+        if len(fields) != value_count + 1:
+            raise fail(f"expected {value_count + 1} {layout}fields, found {len(fields)}")
+        key = listing.key_of(fields[0], fail)
+        if key not in listing.keys:
+            raise fail(f"unknown {listing.noun} {key!r} (not in {listing.name})")
+        if key in table and not several_per_image:
+            raise fail(f"duplicate line for {listing.noun} {key!r}")
+        parsed = parse_values(fields[1:], fail)
+        table.setdefault(key, []).append((lineno, parsed) if with_lines else parsed)
+    missing = [key for key in listing.keys if key not in table]
+    if missing:
+        raise AnnotationError(f"{path}: no line for {len(missing)} {listing.noun}(s) listed in {listing.name}, "
+                              f"e.g. {missing[:5]}")
+    return table
 
 
 def parse_corner_box(texts: list[str], fail: Fail) -> list[float]:

@@ -14,7 +14,8 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .annotations import annotation_error, numbered_lines, parse_xywh_box, read_class_names
+from .annotations import (Fail, Listing, annotation_error, numbered_lines, parse_xywh_box, read_class_names,
+                          read_per_image)
 from .records import AnnotationError, ImageReadError, WSOLSplit, check_boxes_in_images
 
 SPLITS = ("train", "test")
@@ -30,19 +31,12 @@ def _fields(path: Path, lineno: int, line: str, count: int, free_text_last: bool
     return fields
 
 
-def _parse_int(path: Path, lineno: int, line: str, text: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise annotation_error(path, lineno, f"{what} is not an integer ({text!r})", line) from None
-
-
 def _read_images(path: Path) -> dict[int, tuple[str, int]]:
     """Map image id -> (relative path, line number), in file order."""
     images: dict[int, tuple[str, int]] = {}
     for lineno, line in numbered_lines(path):
         id_text, relpath = _fields(path, lineno, line, 2, free_text_last=True)
-        image_id = _parse_int(path, lineno, line, id_text, "image id")
+        image_id = _image_id(id_text, lambda what: annotation_error(path, lineno, what, line))
         if image_id in images:
             raise annotation_error(path, lineno, f"duplicate image id {image_id}", line)
         images[image_id] = (relpath, lineno)
@@ -51,36 +45,22 @@ def _read_images(path: Path) -> dict[int, tuple[str, int]]:
     return images
 
 
-def _read_per_image(
-    path: Path,
-    image_ids: dict[int, tuple[str, int]],
-    value_count: int,
-    parse_values: Callable[[list[str], Callable[[str], AnnotationError]], T],
-) -> dict[int, T]:
-    """Read an ``id value...`` file with exactly one line per image id listed in images.txt.
+def _image_id(text: str, fail: Fail) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise fail(f"image id is not an integer ({text!r})") from None
 
-    ``parse_values(value_fields, fail)`` converts the fields after the id; it calls
-    ``fail(what)`` to build the error for the current line.
-    """
-    entries: dict[int, T] = {}
-    for lineno, line in numbered_lines(path):
-        fields = _fields(path, lineno, line, value_count + 1, free_text_last=False)
-        image_id = _parse_int(path, lineno, line, fields[0], "image id")
-        if image_id not in image_ids:
-            raise annotation_error(path, lineno, f"unknown image id {image_id} (not in images.txt)", line)
-        if image_id in entries:
-            raise annotation_error(path, lineno, f"duplicate image id {image_id}", line)
-        entries[image_id] = parse_values(fields[1:], lambda what: annotation_error(path, lineno, what, line))
-    missing = [image_id for image_id in image_ids if image_id not in entries]
-    if missing:
-        raise AnnotationError(
-            f"{path}: no line for {len(missing)} image id(s) listed in images.txt, e.g. {missing[:5]}"
-        )
-    return entries
+
+def _first_values(path: Path, listing: Listing, value_count: int, parse_values: Callable[[list[str], Fail], T]
+                  ) -> dict[int, T]:
+    """Image id -> the parsed values of its one line of the ``id value...`` file ``path``."""
+    return {image_id: values for image_id, (values,) in read_per_image(path, listing, value_count,
+                                                                        parse_values).items()}
 
 
 def _class_parser(num_classes: int):
-    def parse(values: list[str], fail: Callable[[str], AnnotationError]) -> int:
+    def parse(values: list[str], fail: Fail) -> int:
         try:
             class_id = int(values[0])
         except ValueError:
@@ -92,7 +72,7 @@ def _class_parser(num_classes: int):
     return parse
 
 
-def _parse_is_train(values: list[str], fail: Callable[[str], AnnotationError]) -> bool:
+def _parse_is_train(values: list[str], fail: Fail) -> bool:
     if values[0] not in ("0", "1"):
         raise fail(f"is_train must be 0 or 1, found {values[0]!r}")
     return values[0] == "1"
@@ -146,9 +126,10 @@ def read_cub(root: str | Path, split: str, skip_bad_images: bool = False) -> WSO
         raise FileNotFoundError(f"CUB-200-2011 root directory not found: {root}")
     class_names = read_class_names(root / "classes.txt", numbered=True)
     images = _read_images(root / "images.txt")
-    labels = _read_per_image(root / "image_class_labels.txt", images, 1, _class_parser(len(class_names)))
-    is_train = _read_per_image(root / "train_test_split.txt", images, 1, _parse_is_train)
-    boxes = _read_per_image(root / "bounding_boxes.txt", images, 4, parse_xywh_box)
+    listing = Listing(images, "images.txt", "image id", key_of=_image_id)
+    labels = _first_values(root / "image_class_labels.txt", listing, 1, _class_parser(len(class_names)))
+    is_train = _first_values(root / "train_test_split.txt", listing, 1, _parse_is_train)
+    boxes = _first_values(root / "bounding_boxes.txt", listing, 4, parse_xywh_box)
 
     listed = [image_id for image_id in images if is_train[image_id] == (split == "train")]
     kept, sizes, skipped = read_image_sizes(

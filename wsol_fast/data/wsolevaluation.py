@@ -24,20 +24,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
 from ..config import MASK_DATASETS, WSOLEVALUATION_PRESETS
 from .cub import read_image_size
-from .annotations import Fail, annotation_error, numbered_lines, parse_corner_box, read_class_names
+from .annotations import (Fail, Listing, annotation_error, numbered_lines, parse_corner_box, read_class_names,
+                          read_per_image)
 from .imagenet import UNKNOWN_SIZE
 from .masks import MaskFiles
 from .records import AnnotationError, WSOLSplit
 
 WSOLEVALUATION_SPLITS = ("train", "val", "test")
-
-T = TypeVar("T")
 
 
 def _read_image_ids(path: Path) -> dict[str, int]:
@@ -52,43 +50,6 @@ def _read_image_ids(path: Path) -> dict[str, int]:
     if not image_ids:
         raise AnnotationError(f"{path}: no images listed")
     return image_ids
-
-
-def _read_table(
-    path: Path,
-    image_ids: dict[str, int],
-    value_count: int,
-    parse_values: Callable[[list[str], Fail], T],
-    several_per_image: bool = False,
-    with_lines: bool = False,
-) -> dict[str, list[T]]:
-    """Read ``path,value,...`` lines into image path -> parsed values (one per line; with
-    ``with_lines``, ``(lineno, values)`` pairs).
-
-    Every image of ``image_ids`` needs a line (exactly one unless ``several_per_image``), and
-    every line an image of ``image_ids``. ``parse_values(fields, fail)`` converts the values.
-    """
-    table: dict[str, list[T]] = {}
-    for lineno, line in numbered_lines(path):
-        def fail(what: str, lineno: int = lineno, line: str = line) -> AnnotationError:
-            return annotation_error(path, lineno, what, line)
-
-        fields = line.rsplit(",", value_count)
-        if len(fields) != value_count + 1:
-            raise fail(f"expected {value_count + 1} comma-separated fields, found {len(fields)}")
-        image_id, values = fields[0].strip(), [v.strip() for v in fields[1:]]
-        if image_id not in image_ids:
-            raise fail(f"unknown image path {image_id!r} (not in image_ids.txt)")
-        if image_id in table and not several_per_image:
-            raise fail(f"duplicate line for {image_id!r}")
-        parsed = parse_values(values, fail)
-        table.setdefault(image_id, []).append((lineno, parsed) if with_lines else parsed)
-    missing = [image_id for image_id in image_ids if image_id not in table]
-    if missing:
-        raise AnnotationError(
-            f"{path}: no line for {len(missing)} image(s) listed in image_ids.txt, e.g. {missing[:5]}"
-        )
-    return table
 
 
 def _label_parser(class_source: str | Path | None, num_classes: int | None) -> Callable[[list[str], Fail], int]:
@@ -136,11 +97,11 @@ def _mask_parser(mask_root: Path) -> Callable[[list[str], Fail], tuple[Path, Pat
     return parse
 
 
-def _read_masks(path: Path, image_ids: dict[str, int], mask_root: Path) -> list[MaskFiles]:
-    """The ``MaskFiles`` of every image of ``image_ids`` from the mask ``localization.txt`` at ``path``."""
-    table = _read_table(path, image_ids, 2, _mask_parser(mask_root), several_per_image=True, with_lines=True)
+def _read_masks(path: Path, listing: Listing, mask_root: Path) -> list[MaskFiles]:
+    """The ``MaskFiles`` of every image of ``listing`` from the mask ``localization.txt`` at ``path``."""
+    table = read_per_image(path, listing, 2, _mask_parser(mask_root), several_per_image=True, with_lines=True)
     masks = []
-    for image_id in image_ids:
+    for image_id in listing.keys:
         rows = table[image_id]
         masks.append(MaskFiles(masks=tuple(mask for _, (mask, _) in rows),
                                ignores=tuple(ignore for _, (_, ignore) in rows if ignore is not None),
@@ -169,6 +130,7 @@ def read_wsolevaluation(
         raise FileNotFoundError(f"image root directory not found: {image_root}")
     ids_path = metadata_dir / "image_ids.txt"
     image_ids = _read_image_ids(ids_path)
+    listing = Listing(image_ids, "image_ids.txt", "image path", comma_separated=True)
     image_paths = []
     for image_id, lineno in image_ids.items():
         path = image_root / image_id
@@ -179,29 +141,29 @@ def read_wsolevaluation(
     if class_names_file is None and num_classes is not None:
         class_names = [str(c) for c in range(num_classes)]
         parse_label = _label_parser(f"num_classes={num_classes}", num_classes)
-        labels = _read_table(metadata_dir / "class_labels.txt", image_ids, 1, parse_label)
+        labels = read_per_image(metadata_dir / "class_labels.txt", listing, 1, parse_label)
     elif class_names_file is None:
-        labels = _read_table(metadata_dir / "class_labels.txt", image_ids, 1, _label_parser(None, None))
+        labels = read_per_image(metadata_dir / "class_labels.txt", listing, 1, _label_parser(None, None))
         class_names = [str(c) for c in range(max(label for (label,) in labels.values()) + 1)]
     else:
         class_names_file = Path(class_names_file)
         class_names = read_class_names(class_names_file, numbered=False)
         parse_label = _label_parser(class_names_file, len(class_names))
-        labels = _read_table(metadata_dir / "class_labels.txt", image_ids, 1, parse_label)
+        labels = read_per_image(metadata_dir / "class_labels.txt", listing, 1, parse_label)
 
     boxes_path, sizes_path = metadata_dir / "localization.txt", metadata_dir / "image_sizes.txt"
     split_masks = None
     if masks and boxes_path.is_file():
         mask_root = image_root if mask_root is None else Path(mask_root).resolve()
-        split_masks = _read_masks(boxes_path, image_ids, mask_root)
+        split_masks = _read_masks(boxes_path, listing, mask_root)
         boxes = [np.zeros((0, 4), dtype=np.float32)] * len(image_ids)
     elif boxes_path.is_file():
-        table = _read_table(boxes_path, image_ids, 4, parse_corner_box, several_per_image=True)
+        table = read_per_image(boxes_path, listing, 4, parse_corner_box, several_per_image=True)
         boxes = [np.array(table[image_id], dtype=np.float32) for image_id in image_ids]
     else:
         boxes = [np.zeros((0, 4), dtype=np.float32)] * len(image_ids)
     if sizes_path.is_file():
-        sizes_table = _read_table(sizes_path, image_ids, 2, _parse_size)
+        sizes_table = read_per_image(sizes_path, listing, 2, _parse_size)
         sizes = [sizes_table[image_id][0] for image_id in image_ids]
     elif boxes_path.is_file() and not masks:  # a mask split needs no sizes: masks are resized whole
         sizes = [read_image_size(path) for path in image_paths]
