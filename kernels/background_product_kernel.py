@@ -16,7 +16,8 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from .library import fused_op
-from .utils import check_launchable, check_same_device, check_shape, num_warps, on_device, tile_shape
+from ..ops.training_checks import check_background_product
+from .utils import check_launchable, num_warps, on_device, tile_shape
 
 
 @triton.jit
@@ -111,9 +112,6 @@ def background_product(x4: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
     """``detach(x4) * (1 - fg)``: x4 (B, K, H, W), fg (B, 1, H, W) -> (B, K, H, W) in x4's
     dtype and memory layout (contiguous or channels-last; other layouts give a contiguous
     result); the gradient reaches fg only."""
+    check_background_product(x4, fg)
     check_launchable("x4", x4)
-    check_launchable("fg", fg)
-    check_same_device(x4=x4, fg=fg)
-    check_shape("x4", x4, (None, None, None, None))
-    check_shape("fg", fg, (x4.shape[0], 1, x4.shape[2], x4.shape[3]))
     return _forward(x4.detach(), fg)

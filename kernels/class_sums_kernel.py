@@ -13,9 +13,9 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from .library import fused_op
-from .utils import check_labels, check_launchable, check_same_device, check_shape, num_warps, on_device
+from ..ops.training_checks import check_class_sums
+from .utils import check_launchable, num_warps, on_device
 
-_COUNT_DTYPES = (torch.int32, torch.int64, torch.float32, torch.float64)
 
 
 @triton.jit
@@ -45,20 +45,11 @@ def accumulate_class_sums(sums: torch.Tensor, counts: torch.Tensor, maps: torch.
                           labels: torch.Tensor) -> None:
     """In place: ``sums[labels[i]] += maps[i]`` and ``counts[labels[i]] += 1``.
     sums (C, H, W) float32, counts (C,), maps (B, H, W), labels (B,) int64/int32."""
+    labels = check_class_sums(sums, counts, maps, labels)
     check_launchable("maps", maps)
-    check_same_device(sums=sums, counts=counts, maps=maps, labels=labels)
-    if sums.dtype != torch.float32 or not sums.is_contiguous():
-        raise TypeError(f"sums must be a contiguous float32 tensor, got {sums.dtype} "
-                        f"(contiguous={sums.is_contiguous()})")
-    if counts.dtype not in _COUNT_DTYPES or not counts.is_contiguous():
-        raise TypeError(f"counts must be a contiguous int32/int64/float32/float64 tensor, got "
-                        f"{counts.dtype} (contiguous={counts.is_contiguous()})")
-    check_shape("sums", sums, (None, None, None))
-    classes, height, width = sums.shape
-    check_shape("counts", counts, (classes,))
-    check_shape("maps", maps, (None, height, width))
-    batch = maps.shape[0]
-    labels = check_labels(labels, batch, classes)
-    if batch == 0:
+    for name, buffer in (("sums", sums), ("counts", counts)):
+        if not buffer.is_contiguous():
+            raise ValueError(f"{name} must be contiguous: the kernel adds into it in place")
+    if maps.shape[0] == 0:
         return
     _scatter(sums, counts, maps.detach(), labels)

@@ -18,7 +18,8 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from .library import fused_op
-from .utils import check_launchable, check_shape, num_warps, on_device, split_plan, target_programs
+from ..ops.training_checks import check_foreground_epilogue
+from .utils import check_launchable, num_warps, on_device, split_plan, target_programs
 
 
 @triton.jit
@@ -143,9 +144,6 @@ torch.library.register_autograd(_forward, _gradient, setup_context=_save_logits)
 def foreground_epilogue(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Generator logits of one class per sample (B, 1, H, W), H and W even ->
     fg (B, 1, H, W) in (0, 1), area (B,), pooled (B, 1, H/2, W/2), in the logits' dtype."""
+    check_foreground_epilogue(logits)
     check_launchable("logits", logits)
-    check_shape("logits", logits, (None, 1, None, None))
-    height, width = logits.shape[2:]
-    if height % 2 or width % 2:
-        raise ValueError(f"logits has odd spatial size {height}x{width}; the 2x2 pool needs even H and W")
     return _forward(logits)

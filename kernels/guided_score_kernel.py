@@ -18,7 +18,8 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from .library import fused_op
-from .utils import check_launchable, check_same_device, check_shape, num_warps, on_device, tile_shape
+from ..ops.training_checks import check_guided_score
+from .utils import check_launchable, num_warps, on_device, tile_shape
 
 
 @triton.jit
@@ -138,9 +139,6 @@ torch.library.register_autograd(_forward, _gradient, setup_context=_save_inputs)
 def guided_score(class_maps: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
     """Class maps (B, C, h, w) times pooled foreground (B, 1, h, w), spatial mean ->
     (B, C) float32."""
+    check_guided_score(class_maps, pooled)
     check_launchable("class_maps", class_maps)
-    check_launchable("pooled", pooled)
-    check_same_device(class_maps=class_maps, pooled=pooled)
-    check_shape("class_maps", class_maps, (None, None, None, None))
-    check_shape("pooled", pooled, (class_maps.shape[0], 1, class_maps.shape[2], class_maps.shape[3]))
     return _forward(class_maps, pooled)

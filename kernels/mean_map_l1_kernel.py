@@ -16,8 +16,8 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from .library import fused_op
-from .utils import (check_labels, check_launchable, check_same_device, check_shape, num_warps, on_device,
-                    split_plan, target_programs)
+from ..ops.training_checks import check_mean_map_l1
+from .utils import check_launchable, num_warps, on_device, split_plan, target_programs
 
 
 @triton.jit
@@ -104,15 +104,6 @@ torch.library.register_autograd(_forward, _gradient, setup_context=_save_inputs)
 def mean_map_l1(fg: torch.Tensor, mean_maps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``mean_b mean_pixels |fg_b - mean_maps[labels_b]|``: fg (B, 1, H, W), mean_maps (C, H, W)
     fixed, labels (B,) -> scalar float32; the gradient reaches fg only."""
+    labels = check_mean_map_l1(fg, mean_maps, labels)
     check_launchable("fg", fg)
-    check_launchable("mean_maps", mean_maps)
-    check_same_device(fg=fg, mean_maps=mean_maps, labels=labels)
-    if mean_maps.requires_grad:
-        raise ValueError("mean_maps requires grad: it is a fixed buffer here (detach it)")
-    check_shape("mean_maps", mean_maps, (None, None, None))
-    classes, height, width = mean_maps.shape
-    check_shape("fg", fg, (None, 1, height, width))
-    if fg.shape[0] == 0:
-        raise ValueError("fg is an empty batch: the mean over it is undefined")
-    labels = check_labels(labels, fg.shape[0], classes)
     return _forward(fg, mean_maps, labels)

@@ -1,5 +1,5 @@
-"""Launch helpers shared by the Triton kernels: input checks, the launch device and block-size
-choices.
+"""Launch helpers shared by the Triton kernels: the launch check, the launch device and
+block-size choices.
 
 ``INTERPRETER`` is read once, when this package is imported, which is also when ``@triton.jit``
 decides between compiled and interpreted kernels (``TRITON_INTERPRET=1``: kernels run on CPU
@@ -21,16 +21,13 @@ if INTERPRETER and not isinstance(tl.zeros, InterpretedFunction):
         "torch._dynamo import it): set it before the first import of torch/torchvision, "
         "e.g. at the top of tests/conftest.py")
 
-_LABEL_DTYPES = (torch.int32, torch.int64)
 PROGRAMS_PER_SM = 4
 INTERPRETER_PROGRAMS = 8
 
 
 def check_launchable(name: str, tensor: torch.Tensor) -> None:
-    """Raise unless ``tensor`` can be handed to a kernel: a floating CUDA tensor (any device
-    under the interpreter)."""
-    if not tensor.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor, got {tensor.dtype}")
+    """Raise unless a kernel can reach ``tensor``: a CUDA tensor (any device under the
+    interpreter). The ops' own input checks are ``wsol_fast.ops.training_checks``."""
     if not (tensor.is_cuda or INTERPRETER):
         raise ValueError(
             f"{name} is on {tensor.device}: Triton kernels need CUDA tensors "
@@ -41,33 +38,6 @@ def on_device(tensor: torch.Tensor):
     """The context every launch runs in: ``tensor``'s GPU as the current device. Triton launches
     on the current device and stream, not the tensors' (on rank k, tensors live on cuda:k)."""
     return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
-
-
-def check_shape(name: str, tensor: torch.Tensor, expected: tuple) -> None:
-    """Raise unless ``tensor.shape`` matches ``expected`` (None entries match any size)."""
-    shape = tuple(tensor.shape)
-    if len(shape) != len(expected) or any(e is not None and s != e for s, e in zip(shape, expected)):
-        wanted = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
-        raise ValueError(f"{name} has shape {shape}, expected {wanted}")
-
-
-def check_same_device(**tensors: torch.Tensor) -> None:
-    """Raise unless all named tensors live on one device."""
-    devices = {name: t.device for name, t in tensors.items()}
-    if len(set(devices.values())) > 1:
-        raise ValueError("inputs on different devices: "
-                         + ", ".join(f"{n} on {d}" for n, d in devices.items()))
-
-
-def check_labels(labels: torch.Tensor, batch: int, num_classes: int) -> torch.Tensor:
-    """Check labels (B,) int32/int64 in [0, num_classes); returns them contiguous.
-    The range check is an asynchronous device assert: no host synchronization on CUDA."""
-    if labels.dtype not in _LABEL_DTYPES:
-        raise TypeError(f"labels must be int32 or int64, got {labels.dtype}")
-    check_shape("labels", labels, (batch,))
-    in_range = ((labels >= 0) & (labels < num_classes)).all()
-    torch._assert_async(in_range, f"labels out of range: every label must be in [0, {num_classes})")
-    return labels.contiguous()
 
 
 def tile_shape(channels: int, pixels: int, channel_stride: int, pixel_stride: int) -> tuple[int, int]:
