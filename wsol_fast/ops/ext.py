@@ -79,7 +79,8 @@ def _sweep(maps, thresholds, empty, gt_boxes=None, gt_counts=None):
     return boxes, best_iou
 
 
-def contour_sweep(maps: torch.Tensor, thresholds, gt_boxes=None, gt_counts=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def contour_sweep(maps: torch.Tensor, thresholds, gt_boxes=None,
+                  gt_counts=None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """wsolevaluation's contour rule at every threshold in one pass per map (``quantize``;
     the definition is ``eval_reference.largest_contour_boxes`` / ``all_contour_boxes``): the
     largest contour's box (B, T, 4) int64 and, with gt_boxes (B, K, 4) / gt_counts (B,), the best
