@@ -14,11 +14,12 @@ from .ops.box_iou import box_iou, ground_truth_boxes, max_iou_over_boxes
 from .ops.checks import check_maps, pxap_edges
 from .ops.evaluation import BOX_RULES, threshold_sweep_ious
 
-__all__ = ["BOX_RULES", "IOU_THRESHOLDS", "ClassificationCounts", "LocalizationCounts", "MaxBoxAccCounts", "PxAPCounts",
-           "box_iou", "default_thresholds", "ground_truth_boxes", "max_iou_over_boxes", "threshold_sweep_ious",
-           "topk_correct"]
+__all__ = ["BOX_RULES", "IOU_THRESHOLDS", "THRESHOLD_STEP", "ClassificationCounts", "LocalizationCounts",
+           "MaxBoxAccCounts", "PxAPCounts", "box_iou", "default_thresholds", "ground_truth_boxes",
+           "max_iou_over_boxes", "threshold_sweep_ious", "topk_correct"]
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
+THRESHOLD_STEP = 0.01  # wsolevaluation's map-threshold spacing (its cam_curve_interval)
 
 
 def topk_correct(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,7 +141,7 @@ class LocalizationCounts(_Counts):
         return result
 
 
-def default_thresholds(step: float = 0.01) -> np.ndarray:
+def default_thresholds(step: float = THRESHOLD_STEP) -> np.ndarray:
     """wsolevaluation's map thresholds ``numpy.arange(0, 1, step)`` (float64)."""
     return np.arange(0, 1, step)
 

@@ -37,7 +37,7 @@ class EvalSettings:
     map_class: str = "gt"
     protocol: str = "bas"
     ten_crop: bool = False
-    sweep_step: float = 0.01  # threshold spacing of the MaxBoxAcc sweep
+    sweep_step: float = metrics.THRESHOLD_STEP  # threshold spacing of the MaxBoxAcc sweep
     box_rule: str = metrics.BOX_RULES[0]  # MaxBoxAcc boxes: largest component, or wsolevaluation's contours
 
     def __post_init__(self):

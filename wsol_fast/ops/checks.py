@@ -6,6 +6,7 @@ kernels, the reference on the host.)"""
 import torch
 
 EMPTY_BOXES = ("full", "zero")  # the box of an empty mask: the whole image, or [0, 0, 0, 0]
+PERCENTILE = 99.0  # percentile-max normalization's default p (the paper's)
 
 
 def check_maps(maps) -> None:

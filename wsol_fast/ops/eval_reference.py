@@ -17,7 +17,8 @@ from typing import NamedTuple
 
 import torch
 
-from .checks import as_thresholds, check_maps, check_percent, check_pixel_masks, empty_is_full, pxap_edges
+from .checks import (PERCENTILE, as_thresholds, check_maps, check_percent, check_pixel_masks, empty_is_full,
+                     pxap_edges)
 from .quantize import wsolevaluation_levels
 
 NORMALIZATION_SPECS = ("minmax", "max", "percentile:P", "pas", "pas:P", "ivr:P")
@@ -97,7 +98,7 @@ def max_normalize(maps: torch.Tensor) -> torch.Tensor:
     return _as_maps(_clamped_ratio(flat, flat.amax(dim=1)), maps)
 
 
-def percentile_max_normalize(maps: torch.Tensor, p: float = 99.0) -> torch.Tensor:
+def percentile_max_normalize(maps: torch.Tensor, p: float = PERCENTILE) -> torch.Tensor:
     """The paper's normalization: clamp(M / P_p(M), 0, 1) per map, no min subtraction
     (p = 100 is max normalization). (B, H, W) float -> float32 in [0, 1]."""
     _check_maps(maps)

@@ -7,7 +7,8 @@ MaxBoxAccV2; PxAP's histograms). Maps are ``(B, H, W)`` float32/float16/bfloat16
 """
 import torch
 
-from .checks import as_thresholds, check_maps, check_percent, check_pixel_masks, empty_is_full, pxap_edges
+from .checks import (PERCENTILE, as_thresholds, check_maps, check_percent, check_pixel_masks, empty_is_full,
+                     pxap_edges)
 from .quantize import wsolevaluation_levels
 
 try:
@@ -95,7 +96,7 @@ def contour_sweep(maps: torch.Tensor, thresholds, gt_boxes=None,
     return _C.contour_sweep(levels, steps, truth, counts)
 
 
-def percentile_max_normalize(maps: torch.Tensor, p: float = 99.0) -> torch.Tensor:
+def percentile_max_normalize(maps: torch.Tensor, p: float = PERCENTILE) -> torch.Tensor:
     """clamp(M / P_p(M), 0, 1) per map, P_p = numpy.percentile's "linear" p-th percentile
     (p in [0, 100]); a map whose percentile is <= 0 gives 1 where M > 0, else 0.
     maps (B, H, W) float -> float32 (B, H, W). NaN/Inf -> ValueError naming the map."""
