@@ -48,22 +48,24 @@ def check_foreground_epilogue(logits: torch.Tensor) -> None:
         raise ValueError(f"logits has odd spatial size {height}x{width}; the 2x2 pool needs even H and W")
 
 
+def _check_maps_and_one_channel(names: tuple[str, str], maps: torch.Tensor, single: torch.Tensor) -> None:
+    """``maps`` (B, K, H, W) and ``single`` (B, 1, H, W), floating, on one device; ``names``
+    name them in errors."""
+    check_floating(names[0], maps)
+    check_floating(names[1], single)
+    check_same_device(**dict(zip(names, (maps, single))))
+    check_shape(names[0], maps, (None, None, None, None))
+    check_shape(names[1], single, (maps.shape[0], 1, maps.shape[2], maps.shape[3]))
+
+
 def check_background_product(x4: torch.Tensor, fg: torch.Tensor) -> None:
     """x4 (B, K, H, W) and fg (B, 1, H, W), floating, on one device."""
-    check_floating("x4", x4)
-    check_floating("fg", fg)
-    check_same_device(x4=x4, fg=fg)
-    check_shape("x4", x4, (None, None, None, None))
-    check_shape("fg", fg, (x4.shape[0], 1, x4.shape[2], x4.shape[3]))
+    _check_maps_and_one_channel(("x4", "fg"), x4, fg)
 
 
 def check_guided_score(class_maps: torch.Tensor, pooled: torch.Tensor) -> None:
     """class_maps (B, C, h, w) and pooled (B, 1, h, w), floating, on one device."""
-    check_floating("class_maps", class_maps)
-    check_floating("pooled", pooled)
-    check_same_device(class_maps=class_maps, pooled=pooled)
-    check_shape("class_maps", class_maps, (None, None, None, None))
-    check_shape("pooled", pooled, (class_maps.shape[0], 1, class_maps.shape[2], class_maps.shape[3]))
+    _check_maps_and_one_channel(("class_maps", "pooled"), class_maps, pooled)
 
 
 def check_class_sums(sums: torch.Tensor, counts: torch.Tensor, maps: torch.Tensor,
