@@ -39,13 +39,13 @@ import torch.nn.functional as F
 from rich.table import Table
 
 from wsol_fast.config import TrainConfig
-from wsol_fast.data import WSOLDataset, collate
+from wsol_fast.data import WSOLDataset, collate, load_data_split
 from wsol_fast.engine.evaluate import localization_maps
 from wsol_fast.engine.progress import console, print_message
-from wsol_fast.data import load_data_split
 from wsol_fast.models.restore import model_from_checkpoint
 from wsol_fast.metrics import BOX_RULES, MaxBoxAccCounts, threshold_sweep_ious
 from wsol_fast.ops import ext
+from wsol_fast.ops.checks import PERCENTILE
 
 try:
     from wsol_fast.ops import eval_reference
@@ -208,7 +208,7 @@ def main() -> None:
                         help="kinds of maps (default: smooth, textured, and model with --checkpoint)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="a trained model whose test-split foreground maps form the kind 'model'")
-    parser.add_argument("--percentile", type=float, default=99.0)
+    parser.add_argument("--percentile", type=float, default=PERCENTILE)
     parser.add_argument("--min-seconds", type=float, default=1.0, help="timing per row")
     parser.add_argument("--out", type=Path, default=None, help="JSON output path")
     args = parser.parse_args()

@@ -403,29 +403,57 @@ class RootIoU {
   int64_t count_;
 };
 
+// The components of the pixels added so far, the live ones (those a contour borders) and each
+// one's best IoU, cached: the state of both contour-IoU sweeps below.
+class ContourIoUs {
+ public:
+  ContourIoUs(const Frame& frame, const double* truth, int64_t count)
+      : frame_(frame), found_(frame), alive_(frame.size()), cache_(frame.size(), truth, count) {}
+
+  Components& components() { return found_; }
+
+  // Adds the pixels of level `v`; `before[i]`: pixel i's neighbours added before it, whose
+  // components it joins through `table`'s representatives.
+  template <typename Table>
+  void add_level(const ByLevel& grouped, int v, const std::vector<uint8_t>& before, const Table& table) {
+    for (int32_t k = grouped.start[v]; k < grouped.start[v + 1]; ++k) {
+      const int32_t i = grouped.order[k];
+      const auto [root, born] = found_.add(i, grouped.row[k], grouped.column[k],
+                                           table.representatives[before[i]].data(),
+                                           [&](int32_t absorbed) { alive_.erase(absorbed); });
+      if (born) alive_.insert(root);
+      cache_.mark(root);
+    }
+  }
+
+  // Best IoU over the live components' contours, each boxed as its extent grown by `grow` pixels.
+  double best(int32_t grow) {
+    double top = 0.0;
+    for (const int32_t root : alive_.roots()) {
+      const Extent& e = found_.extent(root);
+      top = std::max(top, cache_.get(root, contour_box({e.x0 - grow, e.y0 - grow, e.x1 + grow, e.y1 + grow}, frame_)));
+    }
+    return top;
+  }
+
+ private:
+  const Frame& frame_;
+  Components found_;
+  RootSet alive_;
+  RootIoU cache_;
+};
+
 // Best IoU over every outer contour (foreground components of level > t) at every threshold;
 // `grouped`: the pixels by level.
 void outer_contour_ious(const std::vector<uint8_t>& level, const ByLevel& grouped, const Frame& frame,
                         const double* truth, int64_t count, const std::array<bool, kThresholds>& needed,
                         std::array<double, kThresholds>& best) {
   const std::vector<uint8_t> before = added_before(level, frame, true, -1);
-  Components found(frame);
-  RootSet alive(frame.size());
-  RootIoU cache(frame.size(), truth, count);
+  ContourIoUs sweep(frame, truth, count);
   best[kLevels] = 0.0;
   for (int v = kLevels - 1; v >= 0; --v) {
-    for (int32_t k = grouped.start[v]; k < grouped.start[v + 1]; ++k) {
-      const int32_t i = grouped.order[k];
-      const auto [root, born] = found.add(i, grouped.row[k], grouped.column[k],
-                                          kNeighbours.representatives[before[i]].data(),
-                                          [&](int32_t absorbed) { alive.erase(absorbed); });
-      if (born) alive.insert(root);
-      cache.mark(root);
-    }
-    if (!needed[v]) continue;
-    double top = 0.0;
-    for (const int32_t root : alive.roots()) top = std::max(top, cache.get(root, contour_box(found.extent(root), frame)));
-    best[v] = top;
+    sweep.add_level(grouped, v, before, kNeighbours);
+    if (needed[v]) best[v] = sweep.best(0);
   }
 }
 
@@ -436,28 +464,13 @@ void hole_contour_ious(const std::vector<uint8_t>& level, const ByLevel& grouped
                        const double* truth, int64_t count, const std::array<bool, kThresholds>& needed,
                        std::array<double, kThresholds>& best) {
   const std::vector<uint8_t> before = added_before(level, frame, false, kLevels);  // the padding first
-  Components found(frame);
-  RootSet alive(frame.size());
-  RootIoU cache(frame.size(), truth, count);
-  // The padding is one component, never alive: the oldest, so it absorbs every hole reaching it.
-  for (const int32_t i : frame.padding()) found.place(i, -1, -1, i == 0 ? -1 : 0);  // component 0
+  ContourIoUs sweep(frame, truth, count);
+  // The padding is one component, never live: the oldest, so it absorbs every hole reaching it.
+  for (const int32_t i : frame.padding()) sweep.components().place(i, -1, -1, i == 0 ? -1 : 0);  // component 0
   best[0] = 0.0;  // threshold -1: no background
   for (int v = 0; v < kLevels; ++v) {
-    for (int32_t k = grouped.start[v]; k < grouped.start[v + 1]; ++k) {
-      const int32_t i = grouped.order[k];
-      const auto [root, born] = found.add(i, grouped.row[k], grouped.column[k],
-                                          kFourNeighbours.representatives[before[i]].data(),
-                                          [&](int32_t absorbed) { alive.erase(absorbed); });
-      if (born) alive.insert(root);
-      cache.mark(root);
-    }
-    if (!needed[v + 1]) continue;  // threshold v
-    double top = 0.0;
-    for (const int32_t root : alive.roots()) {
-      const Extent& e = found.extent(root);
-      top = std::max(top, cache.get(root, contour_box({e.x0 - 1, e.y0 - 1, e.x1 + 1, e.y1 + 1}, frame)));
-    }
-    best[v + 1] = top;
+    sweep.add_level(grouped, v, before, kFourNeighbours);
+    if (needed[v + 1]) best[v + 1] = sweep.best(1);  // threshold v
   }
 }
 
