@@ -6,8 +6,12 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from ..argtypes import normalization
-from ..config import TrainConfig, preset_of, scaled_resize, wsolevaluation_dataset
+import torch
+
+from .. import collectives
+from ..argtypes import device, normalization
+from ..config import RunConfig, TrainConfig, preset_of, scaled_resize, wsolevaluation_dataset
+from ..engine import distributed
 from ..engine.progress import print_error
 from ..errors import UsageError, WsolFastError
 from ..fields import apply_arguments, unit_interval
@@ -25,6 +29,24 @@ def run_command(body: Callable[[argparse.Namespace], int], args: argparse.Namesp
     except COMMAND_ERRORS as error:
         print_error(error)
         return 2 if isinstance(error, UsageError) else 1
+
+
+def add_device_argument(parser: argparse.ArgumentParser, what: str, default: str = RunConfig.device) -> None:
+    """``--device``: where ``what`` runs (``chosen_device`` resolves ``auto``)."""
+    parser.add_argument("--device", type=device, default=default,
+                        help=f"where {what} runs: auto (this process's GPU under a launcher, else cuda when there "
+                             f"is a GPU, else cpu), cpu or cuda[:N] (default {default})")
+
+
+def chosen_device(requested: str) -> str:
+    """The device of ``--device requested``: under a launcher each process takes its own GPU
+    (``cuda`` alone would put every rank on cuda:0), unless ``cpu``; ``auto`` alone is cuda when
+    there is a GPU, else cpu."""
+    if requested != "cpu" and collectives.world_size() > 1:
+        return str(distributed.device())
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
 
 
 def add_localization_arguments(parser: argparse.ArgumentParser) -> None:

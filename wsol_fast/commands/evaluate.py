@@ -20,7 +20,7 @@ from ..inference import localization_settings
 from ..metrics import BOX_RULES
 from ..models.restore import model_from_checkpoint
 from ..visualize import save_eval_grid
-from .common import add_localization_arguments, config_from_arguments, run_command
+from .common import add_device_argument, add_localization_arguments, chosen_device, config_from_arguments, run_command
 
 EVALUATION_DATA_FLAGS = ("dataset", "data_root", "metadata_root", "metadata_dataset", "mask_root", "image_size",
                          "resize", "batch_size", "workers", "loader", "skip_bad_images")
@@ -52,7 +52,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="split to report (wsolevaluation: its metadata folder's test/ or val/)")
     parser.add_argument("--out", help="JSON file for the results")
-    parser.add_argument("--device", default="cpu")
+    add_device_argument(parser, "the model")
     parser.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # set by deepspeed
     parser.add_argument("--save-vis", type=positive_int, metavar="N",
                         help="also write a grid PNG of N images of the split: maps and boxes of the "
@@ -78,8 +78,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     settings = localization_settings(state, cfg, args.method, args.norm, args.threshold, args.cam,
                                      protocol=args.protocol, ten_crop=args.ten_crop, sweep_step=args.step,
                                      box_rule=args.box_rule)
-    # under the launcher each process uses its own GPU (``--device cuda`` would put all on cuda:0)
-    device = args.device if args.device == "cpu" or collectives.world_size() == 1 else str(distributed.device())
+    device = chosen_device(args.device)
     data = dict(image_size=cfg.data.image_size, resize=cfg.data.resize, batch_size=cfg.data.batch_size,
                 device=device, workers=cfg.data.workers, loader=cfg.data.loader,
                 skip_bad_images=cfg.data.skip_bad_images)

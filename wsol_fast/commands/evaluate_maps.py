@@ -36,7 +36,7 @@ from ..engine.evaluate import EvalSettings
 from ..engine.progress import console, make_progress, print_message, results_table
 from ..errors import WsolFastError
 from ..fields import positive_int
-from .common import run_command
+from .common import add_device_argument, chosen_device, run_command
 
 MAX_LABELS = 5  # labels a prediction line may give: top-1 only, or top-5
 LOCATED_IOU = 0.5  # MaxBoxAcc's IoU threshold δ: an image is localized at IoU >= it
@@ -67,7 +67,7 @@ def evaluate_maps_parser() -> argparse.ArgumentParser:
     parser.add_argument("--step", type=threshold_step, default=EvalSettings.sweep_step,
                         help="map threshold spacing of the sweep (0.01 or 0.001)")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="maps per sweep batch")
-    parser.add_argument("--device", default="cpu", help="where the sweep runs (cpu, cuda)")
+    add_device_argument(parser, "the sweep (the contour rule always runs on the CPU)", default="cpu")
     parser.add_argument("--out", type=Path, help="JSON file for the results")
     return parser
 
@@ -302,7 +302,7 @@ def _evaluate_maps(args: argparse.Namespace) -> int:
               else MaskScores(split, thresholds, image_ids))
     store = MapStore(args.maps)
     try:
-        score_maps(store, image_ids, scores, args.batch_size, args.device)
+        score_maps(store, image_ids, scores, args.batch_size, chosen_device(args.device))
         extra = store.extra()
     finally:
         store.close()

@@ -38,7 +38,7 @@ from ..engine.progress import console, make_progress, print_message, print_warni
 from ..errors import UsageError
 from ..fields import non_negative_int, positive_int
 from ..inference import UNLABELED_MAP_CLASS, Localizer, box_to_original
-from .common import add_localization_arguments, run_command
+from .common import add_device_argument, add_localization_arguments, chosen_device, run_command
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 TOP_K = 5
@@ -275,16 +275,8 @@ def localize_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=non_negative_int, default=2, help="image decoding processes (0: in this one)")
     parser.add_argument("--overlay-max-side", type=positive_int, default=1024,
                         help="overlay PNGs keep the image's size up to this longer side")
-    parser.add_argument("--device", type=_device, default="cpu")
+    add_device_argument(parser, "the model")
     return parser
-
-
-def _device(text: str) -> str:
-    try:
-        torch.device(text)
-    except RuntimeError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
 
 
 def localize_main(argv: list[str] | None = None) -> int:
@@ -298,7 +290,7 @@ def _localize(args: argparse.Namespace) -> int:
     entries = find_images(args.paths)
     if not entries:
         raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {', '.join(args.paths)}")
-    localizer = Localizer(args.checkpoint, args.norm, args.threshold, args.map_class, args.device)
+    localizer = Localizer(args.checkpoint, args.norm, args.threshold, args.map_class, chosen_device(args.device))
     names = read_class_names(Path(args.class_names)) if args.class_names else None
     if names is not None:
         localizer.check_classes(len(names), f"--class-names {args.class_names}")

@@ -8,7 +8,7 @@ from ..data import load_data_split
 from ..engine.pretrain import PRETRAIN_EPOCHS, PRETRAIN_LR, pretrain_backbone
 from ..engine.progress import console
 from ..fields import add_arguments, positive_float, positive_int
-from .common import config_from_arguments, run_command
+from .common import add_device_argument, chosen_device, config_from_arguments, run_command
 
 
 def pretrain_parser() -> argparse.ArgumentParser:
@@ -18,7 +18,7 @@ def pretrain_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=positive_int, default=PRETRAIN_EPOCHS)
     parser.add_argument("--lr", type=positive_float, default=PRETRAIN_LR, help="peak of the one-cycle schedule")
     parser.add_argument("--seed", type=int, default=RunConfig.seed)
-    parser.add_argument("--device", default="cpu")
+    add_device_argument(parser, "pretraining")
     add_arguments(parser, DataConfig, "data", "data")
     return parser
 
@@ -33,6 +33,6 @@ def _pretrain(args: argparse.Namespace) -> int:
     split = load_data_split(cfg, "train")
     path = pretrain_backbone(split, args.out, args.width, cfg.data.image_size, cfg.data.resize,
                              args.epochs, args.lr, cfg.data.batch_size, cfg.data.workers,
-                             args.seed, args.device, cfg.data.train_crop)
+                             args.seed, chosen_device(args.device), cfg.data.train_crop)
     console.print(f"saved {path}")
     return 0
