@@ -62,11 +62,12 @@ PER_DATASET = "per dataset"
 def wsolevaluation_dataset(data: "DataConfig") -> str:
     """The wsolevaluation dataset (a key of ``WSOLEVALUATION_PRESETS``) that ``data`` reads:
     ``metadata_dataset``, else the name of ``metadata_root``'s folder (any letter case);
-    ValueError when neither tells."""
+    ValueError without ``metadata_root`` or when neither tells."""
+    if data.metadata_root is None:
+        raise ValueError("--dataset wsolevaluation needs --metadata-root (the benchmark's metadata folder of one "
+                         "dataset, e.g. metadata/CUB)")
     if data.metadata_dataset is not None:
         return data.metadata_dataset
-    if data.metadata_root is None:
-        raise ValueError("--dataset wsolevaluation needs --metadata-root (e.g. metadata/CUB)")
     folder = PurePath(data.metadata_root).name
     by_name = {name.lower(): name for name in WSOLEVALUATION_PRESETS}
     if folder.lower() not in by_name:

@@ -79,9 +79,6 @@ def config_from_arguments(args: argparse.Namespace, base: TrainConfig | None = N
     if "data.metadata_root" in given and "data.metadata_dataset" not in given:
         cfg.data.metadata_dataset = None
     if cfg.data.dataset == "wsolevaluation":
-        if cfg.data.metadata_root is None:
-            raise UsageError("--dataset wsolevaluation needs --metadata-root (the benchmark's metadata folder of "
-                             "one dataset, e.g. metadata/CUB)")
         try:
             cfg.data.metadata_dataset = wsolevaluation_dataset(cfg.data)
         except ValueError as error:

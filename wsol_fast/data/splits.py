@@ -78,7 +78,6 @@ def _wsolevaluation_split(cfg: TrainConfig, split: str) -> WSOLSplit:
     if data.val_fraction > 0:
         raise ValueError("--dataset wsolevaluation has its own validation split (metadata val/): "
                          "--val-fraction must be 0")
-    if data.metadata_root is None:
-        raise ValueError("--dataset wsolevaluation needs --metadata-root (e.g. metadata/CUB)")
-    return read_wsolevaluation_split(data.metadata_root, split, data.data_root, wsolevaluation_dataset(data),
-                                     mask_root=data.mask_root, num_classes=cfg.model.num_classes or None)
+    dataset = wsolevaluation_dataset(data)  # raises without --metadata-root
+    return read_wsolevaluation_split(data.metadata_root, split, data.data_root, dataset, mask_root=data.mask_root,
+                                     num_classes=cfg.model.num_classes or None)
