@@ -51,13 +51,15 @@ class MaskFiles:
 
     def load(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """(mask, ignore), each (size, size) bool; ignore and mask never overlap."""
-        mask = np.zeros((size, size), dtype=bool)
-        for path in self.masks:
-            mask |= read_mask_png(path, size, self.where)
-        ignore = np.zeros((size, size), dtype=bool)
-        for path in self.ignores:
-            ignore |= read_mask_png(path, size, self.where)
-        return mask, ignore & ~mask
+        mask = self._union(self.masks, size)
+        return mask, self._union(self.ignores, size) & ~mask
+
+    def _union(self, paths: tuple[Path, ...], size: int) -> np.ndarray:
+        """(size, size) bool: the pixels of any of the mask files ``paths`` (none: all False)."""
+        union = np.zeros((size, size), dtype=bool)
+        for path in paths:
+            union |= read_mask_png(path, size, self.where)
+        return union
 
 
 def load_masks(files: list[MaskFiles], size: int) -> tuple[np.ndarray, np.ndarray]:
