@@ -9,12 +9,14 @@ from pathlib import Path
 import torch
 
 from .. import collectives
-from ..argtypes import device, normalization
+from ..argtypes import device, normalization, threshold_step
 from ..config import RunConfig, TrainConfig, preset_of, scaled_resize, wsolevaluation_dataset
 from ..engine import distributed
+from ..engine.evaluate import EvalSettings
 from ..engine.progress import print_error
 from ..errors import UsageError, WsolFastError
 from ..fields import apply_arguments, unit_interval
+from ..metrics import BOX_RULES
 
 # Bad input as a command meets it: ours (they name file, flag or value), a missing or unwritable
 # file, a value out of range, a non-finite number. Anything else is a bug and keeps its traceback.
@@ -47,6 +49,18 @@ def chosen_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return requested
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--step`` and ``--box-rule``: the thresholds of the MaxBoxAcc sweep and how it boxes a
+    thresholded map."""
+    parser.add_argument("--step", type=threshold_step, default=EvalSettings.sweep_step,
+                        help="MaxBoxAcc map-threshold spacing (0.01 or 0.001)")
+    parser.add_argument("--box-rule", choices=BOX_RULES, default=EvalSettings.box_rule,
+                        help="MaxBoxAcc boxes: component (the largest 8-connected component of the float map "
+                             "by pixels, the BAS protocol's rule) or contour (wsolevaluation's rule exactly: "
+                             "uint8 map, cv2.findContours, the largest contour by area; for numbers comparable "
+                             "with published MaxBoxAcc / MaxBoxAccV2)")
 
 
 def add_localization_arguments(parser: argparse.ArgumentParser) -> None:

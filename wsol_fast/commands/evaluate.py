@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from .. import collectives
-from ..argtypes import map_class, threshold_step
+from ..argtypes import map_class
 from ..checkpoint import atomic_save
 from ..config import METHODS, DataConfig, TrainConfig
 from ..data import load_data_split
@@ -17,10 +17,10 @@ from ..engine.evaluate import (PROTOCOLS, SWEEP_NORMS, EvalSettings, evaluate, n
 from ..engine.progress import console, results_table
 from ..fields import add_arguments, positive_int
 from ..inference import localization_settings
-from ..metrics import BOX_RULES
 from ..models.restore import model_from_checkpoint
 from ..visualize import save_eval_grid
-from .common import add_device_argument, add_localization_arguments, chosen_device, config_from_arguments, run_command
+from .common import (add_device_argument, add_localization_arguments, add_sweep_arguments, chosen_device,
+                     config_from_arguments, run_command)
 
 EVALUATION_DATA_FLAGS = ("dataset", "data_root", "metadata_root", "metadata_dataset", "mask_root", "image_size",
                          "resize", "batch_size", "workers", "loader", "skip_bad_images")
@@ -37,13 +37,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cam", type=map_class, default=EvalSettings.map_class,
                         help="class whose map localizes: gt | top1 | topk:K | all")
     parser.add_argument("--ten-crop", action="store_true", help="ten-crop classification (BAS protocol)")
-    parser.add_argument("--step", type=threshold_step, default=EvalSettings.sweep_step,
-                        help="MaxBoxAcc threshold spacing (0.01 or 0.001)")
-    parser.add_argument("--box-rule", choices=BOX_RULES, default=EvalSettings.box_rule,
-                        help="MaxBoxAcc boxes: component (the largest 8-connected component of the float map "
-                             "by pixels, the BAS protocol's rule) or contour (wsolevaluation's rule exactly: "
-                             "uint8 map, cv2.findContours, the largest contour by area; for numbers comparable "
-                             "with published MaxBoxAcc / MaxBoxAccV2)")
+    add_sweep_arguments(parser)
     parser.add_argument("--sweep", action="store_true",
                         help="choose the threshold (and, without --norm, the normalization) by GT-known "
                              "on the validation split (--val-fraction's, or wsolevaluation's val/; OpenImages: "

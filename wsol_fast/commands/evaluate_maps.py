@@ -29,14 +29,12 @@ import numpy as np
 import torch
 
 from .. import metrics
-from ..argtypes import threshold_step
 from ..data import WSOLSplit, load_masks, read_wsolevaluation, resize_boxes
 from ..data.annotations import annotation_error, numbered_lines
-from ..engine.evaluate import EvalSettings
 from ..engine.progress import console, make_progress, print_message, results_table
 from ..errors import WsolFastError
 from ..fields import positive_int
-from .common import add_device_argument, chosen_device, run_command
+from .common import add_device_argument, add_sweep_arguments, chosen_device, run_command
 
 MAX_LABELS = 5  # labels a prediction line may give: top-1 only, or top-5
 LOCATED_IOU = 0.5  # MaxBoxAcc's IoU threshold δ: an image is localized at IoU >= it
@@ -60,12 +58,7 @@ def evaluate_maps_parser() -> argparse.ArgumentParser:
     parser.add_argument("--predictions", type=Path,
                         help="lines ID,LABEL or ID,L1 L2 L3 L4 L5 (0-based, best first): adds classification "
                              "and Top-1/Top-5 Loc at the MaxBoxAcc-best threshold")
-    parser.add_argument("--box-rule", choices=metrics.BOX_RULES, default=EvalSettings.box_rule,
-                        help="box of a thresholded map: component (the largest 8-connected component by pixels, "
-                             "this project's rule) or contour (wsolevaluation's cv2.findContours rule exactly: "
-                             "for numbers comparable with published ones)")
-    parser.add_argument("--step", type=threshold_step, default=EvalSettings.sweep_step,
-                        help="map threshold spacing of the sweep (0.01 or 0.001)")
+    add_sweep_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, default=64, help="maps per sweep batch")
     add_device_argument(parser, "the sweep (the contour rule always runs on the CPU)", default="cpu")
     parser.add_argument("--out", type=Path, help="JSON file for the results")
