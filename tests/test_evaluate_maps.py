@@ -215,6 +215,8 @@ def test_a_mask_split_gives_wsolevaluations_pxap(capsys, tmp_path):
     (lambda maps: maps.__setitem__("test/a/one.jpg", np.full((10, 20), np.nan)), "test/a/one.jpg.npy): 200 non-finite"),
     (lambda maps: maps.__setitem__("test/a/one.jpg", np.zeros((1, 10, 20))), "expected a non-empty 2-D (H, W) array"),
     (lambda maps: maps.__setitem__("test/a/one.jpg", np.zeros((10, 20), dtype=np.uint8)), "got uint8"),
+    (lambda maps: maps.__setitem__("test/a/one.jpg", np.array([[print]], dtype=object)),  # a pickle: never loaded
+     "test/a/one.jpg.npy): Object arrays cannot be loaded when allow_pickle=False"),
 ])
 def test_a_bad_map_is_one_error_line_naming_its_image(capsys, tmp_path, spoil, message):
     maps = indicator_maps()

@@ -80,7 +80,7 @@ class MapStore:
             self.archive = None
         elif path.is_file():
             try:
-                self.archive = np.load(path)
+                self.archive = np.load(path, allow_pickle=False)  # maps only: no pickled objects
             except (OSError, ValueError) as error:
                 raise WsolFastError(f"--maps {path}: {error}") from error
             if not isinstance(self.archive, np.lib.npyio.NpzFile):
@@ -106,7 +106,7 @@ class MapStore:
         where = self._locate(image_id)
         source = f"{self.path}[{where!r}]" if self.archive is not None else where
         try:
-            scoremap = self.archive[where] if self.archive is not None else np.load(where)
+            scoremap = self.archive[where] if self.archive is not None else np.load(where, allow_pickle=False)
         except (OSError, ValueError) as error:
             raise WsolFastError(f"map of image {image_id} ({source}): {error}") from error
         self.used.add(where)
